@@ -1,1 +1,4 @@
-//! Integration tests.
+//! The integration tests: one binary, one module per capability.
+
+mod support;
+mod support_selftest;

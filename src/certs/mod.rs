@@ -1,0 +1,13 @@
+//! Certificate sources and the store they publish into; the TLS resolver reads the store.
+//!
+//! Sources only ever publish complete, validated pairs ([`pair::load_pair`]); a refused pair
+//! leaves the previous one serving and is counted and logged.
+
+pub mod dir_source;
+pub mod pair;
+pub mod self_signed;
+pub mod store;
+
+pub use dir_source::DirSource;
+pub use pair::{CertError, LoadedCert, load_pair};
+pub use store::{CertStore, Publisher, Snapshot};

@@ -1,0 +1,249 @@
+//! The command line: subcommands and flags, each flag with its `WSS_SIDECAR_*` variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use super::parse::{parse_duration, parse_optional_duration, parse_upstream};
+use super::{ConfigError, LogFormat, ProxyConfig, Upstream};
+
+/// Terminate TLS for WebSocket traffic (wss://) and forward raw ws:// bytes to the app.
+#[derive(Debug, Parser)]
+#[command(name = "wss-sidecar", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Terminate wss:// on --listen and forward to --upstream.
+    Proxy(ProxyArgs),
+    /// Run the demo echo app behind the proxy with a self-signed certificate and print the URL.
+    Demo(DemoArgs),
+    /// Run only the demo echo app (plain ws://), e.g. as the app container of an example pod.
+    Echo(EchoArgs),
+}
+
+/// Logging flags shared by every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log line format.
+    #[arg(
+        long,
+        env = "WSS_SIDECAR_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+    /// Log filter, in `RUST_LOG` syntax (e.g. `info`, `debug`, `wss_sidecar=debug`).
+    #[arg(long, env = "WSS_SIDECAR_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Flags of `wss-sidecar proxy`.
+#[derive(Debug, Clone, Args)]
+pub struct ProxyArgs {
+    /// TLS (wss) listen address.
+    #[arg(long, env = "WSS_SIDECAR_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+
+    /// Where the application listens: HOST:PORT or unix:/path.
+    #[arg(long, env = "WSS_SIDECAR_UPSTREAM", default_value = "127.0.0.1:8080", value_parser = parse_upstream)]
+    pub upstream: Upstream,
+
+    /// Directory with tls.crt (leaf + chain) and tls.key, as a mounted kubernetes.io/tls Secret
+    /// lays them out. Repeatable: one per certificate; SNI picks, the first is the fallback.
+    /// Without any certificate source a self-signed certificate is generated (development only).
+    #[arg(long = "cert-dir", env = "WSS_SIDECAR_CERT_DIR", value_delimiter = ',')]
+    pub cert_dirs: Vec<PathBuf>,
+
+    /// How often certificate directories are re-read even when no change event arrived
+    /// (a backstop for volumes whose events are lost).
+    #[arg(long, env = "WSS_SIDECAR_CERT_POLL_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub cert_poll_interval: Duration,
+
+    /// Admin listen address for /healthz, /readyz and /metrics, or `off`.
+    #[arg(long, env = "WSS_SIDECAR_ADMIN_LISTEN", default_value = "0.0.0.0:9090", value_parser = parse_admin_listen)]
+    pub admin_listen: AdminListen,
+
+    /// Longest a client may take to complete the TLS handshake.
+    #[arg(long, env = "WSS_SIDECAR_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Longest opening a connection to the upstream may take.
+    #[arg(long, env = "WSS_SIDECAR_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Close a connection with no bytes either way for this long (`off`: never; WebSockets are
+    /// often silent for long stretches).
+    #[arg(long, env = "WSS_SIDECAR_IDLE_TIMEOUT", default_value = "off", value_parser = parse_off_or_duration)]
+    pub idle_timeout: OptionalDuration,
+
+    /// Most client connections served at once; more are refused.
+    #[arg(long, env = "WSS_SIDECAR_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// After SIGTERM, how long live connections may finish before they are closed.
+    #[arg(long, env = "WSS_SIDECAR_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// A duration flag where `off` (or `0`) means "never".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalDuration(pub Option<Duration>);
+
+fn parse_off_or_duration(value: &str) -> Result<OptionalDuration, String> {
+    parse_optional_duration(value).map(OptionalDuration)
+}
+
+/// `--admin-listen`: an address or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminListen(pub Option<SocketAddr>);
+
+fn parse_admin_listen(value: &str) -> Result<AdminListen, String> {
+    if value == "off" {
+        return Ok(AdminListen(None));
+    }
+    value
+        .parse()
+        .map(|addr| AdminListen(Some(addr)))
+        .map_err(|_| format!("expected IP:PORT or off, got {value:?}"))
+}
+
+impl ProxyArgs {
+    /// Checks what clap cannot (files exist, limits are sane) and builds the typed config.
+    pub fn into_config(self) -> Result<ProxyConfig, ConfigError> {
+        for dir in &self.cert_dirs {
+            check_cert_dir(dir)?;
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::new("--max-connections", "must be at least 1"));
+        }
+        for (flag, value) in [
+            ("--handshake-timeout", self.handshake_timeout),
+            ("--connect-timeout", self.connect_timeout),
+            ("--cert-poll-interval", self.cert_poll_interval),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::new(flag, "must be longer than zero"));
+            }
+        }
+        Ok(ProxyConfig {
+            listen: self.listen,
+            upstream: self.upstream,
+            cert_dirs: self.cert_dirs,
+            cert_poll_interval: self.cert_poll_interval,
+            admin_listen: self.admin_listen.0,
+            handshake_timeout: self.handshake_timeout,
+            connect_timeout: self.connect_timeout,
+            idle_timeout: self.idle_timeout.0,
+            max_connections: self.max_connections,
+            drain_timeout: self.drain_timeout,
+        })
+    }
+}
+
+/// A certificate directory must exist and hold both files at start-up; whether their content is
+/// good is the certificate source's business (it may become good later).
+fn check_cert_dir(dir: &std::path::Path) -> Result<(), ConfigError> {
+    if !dir.is_dir() {
+        return Err(ConfigError::new(
+            "--cert-dir",
+            format!(
+                "{} is not a directory (mount the TLS Secret there)",
+                dir.display()
+            ),
+        ));
+    }
+    for file in ["tls.crt", "tls.key"] {
+        if !dir.join(file).is_file() {
+            return Err(ConfigError::new(
+                "--cert-dir",
+                format!(
+                    "{} has no {file} (expected tls.crt and tls.key)",
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Flags of `wss-sidecar demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// TLS (wss) listen address of the proxy in front of the demo app.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Where the demo app listens (plain ws://); port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub app_listen: SocketAddr,
+    /// Admin listen address of the proxy, or `off`.
+    #[arg(long, default_value = "127.0.0.1:9090", value_parser = parse_admin_listen)]
+    pub admin_listen: AdminListen,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// Flags of `wss-sidecar echo`.
+#[derive(Debug, Clone, Args)]
+pub struct EchoArgs {
+    /// Plain HTTP/WebSocket listen address of the demo app.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proxy(args: &[&str]) -> Result<ProxyArgs, clap::Error> {
+        let argv = ["wss-sidecar", "proxy"]
+            .into_iter()
+            .chain(args.iter().copied());
+        match Cli::try_parse_from(argv)?.command {
+            Command::Proxy(p) => Ok(p),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let cfg = proxy(&[]).unwrap().into_config().unwrap();
+        assert_eq!(cfg.listen, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(cfg.admin_listen, Some("0.0.0.0:9090".parse().unwrap()));
+        assert_eq!(cfg.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(cfg.idle_timeout, None);
+        assert_eq!(cfg.max_connections, 10_000);
+        assert_eq!(cfg.drain_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn errors_name_the_flag() {
+        let err = proxy(&["--handshake-timeout", "soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--handshake-timeout"), "{err}");
+        let err = proxy(&["--upstream", "nowhere"]).unwrap_err().to_string();
+        assert!(err.contains("--upstream"), "{err}");
+        let err = proxy(&["--cert-dir", "/nonexistent/dir"])
+            .unwrap()
+            .into_config();
+        assert_eq!(err.unwrap_err().flag, "--cert-dir");
+        let err = proxy(&["--max-connections", "0"]).unwrap().into_config();
+        assert_eq!(err.unwrap_err().flag, "--max-connections");
+    }
+}

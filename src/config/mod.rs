@@ -1,0 +1,64 @@
+//! The typed configuration every component reads: built once from flags and environment.
+
+mod cli;
+mod parse;
+
+pub use cli::{Cli, Command, DemoArgs, EchoArgs, LogArgs, ProxyArgs};
+pub use parse::{Upstream, parse_duration, parse_upstream};
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Everything `wss-sidecar proxy` needs, validated.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// The TLS (wss) listen address.
+    pub listen: SocketAddr,
+    /// Where the application listens.
+    pub upstream: Upstream,
+    /// Directories holding `tls.crt` + `tls.key`, in flag order (the first is the SNI fallback).
+    pub cert_dirs: Vec<PathBuf>,
+    /// How often certificate directories are re-read even without a change event.
+    pub cert_poll_interval: Duration,
+    /// Admin endpoint (`/healthz`, `/readyz`, `/metrics`); `None` disables it.
+    pub admin_listen: Option<SocketAddr>,
+    /// Longest a client may take to complete the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Longest a connection to the upstream may take to open.
+    pub connect_timeout: Duration,
+    /// Close a connection with no bytes either way for this long; `None` = never.
+    pub idle_timeout: Option<Duration>,
+    /// Most client connections served at once; more are refused.
+    pub max_connections: usize,
+    /// After SIGTERM, how long live connections may finish.
+    pub drain_timeout: Duration,
+}
+
+/// A configuration problem found at start-up. The message names the flag.
+#[derive(Debug, thiserror::Error)]
+#[error("{flag}: {message}")]
+pub struct ConfigError {
+    /// The flag at fault, as the user typed it (`--cert-dir`).
+    pub flag: &'static str,
+    /// What is wrong and what to do about it.
+    pub message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(flag: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            flag,
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! One client connection: TLS handshake, upstream connect, forwarding, accounting.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::gauge::Gauge;
+use rustls::ServerConfig;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::config::Upstream;
+use crate::forward::{self, CloseReason, Counters};
+use crate::metrics::Metrics;
+use crate::tls;
+
+/// What a client sees when the app cannot be reached: the status NGINX would send, so a
+/// browser or WebSocket client reports a gateway problem rather than a protocol error.
+const BAD_GATEWAY: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\n\
+Content-Length: 30\r\nConnection: close\r\n\r\nThe upstream is not reachable\n";
+/// How long the 502 and close_notify may take to go out.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What every connection task shares.
+pub struct ConnectionContext {
+    /// The TLS server configuration (its resolver reads the certificate store).
+    pub tls: Arc<ServerConfig>,
+    /// Where the app listens.
+    pub upstream: Upstream,
+    /// `--handshake-timeout`.
+    pub handshake_timeout: Duration,
+    /// `--connect-timeout`.
+    pub connect_timeout: Duration,
+    /// `--idle-timeout`.
+    pub idle_timeout: Option<Duration>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Byte counters, resolved once rather than per connection.
+    pub counters: Counters,
+}
+
+/// Decrements the open-connections gauge however the task ends.
+struct OpenGuard(Gauge);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Serves one accepted client until it is done or `cancel` fires (drain deadline).
+pub async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<ConnectionContext>,
+    cancel: CancellationToken,
+) {
+    let metrics = &ctx.metrics;
+    metrics.connections.inc();
+    metrics.connections_open.inc();
+    let _open = OpenGuard(metrics.connections_open.clone());
+    // Small WebSocket frames must not wait for Nagle's algorithm.
+    let _ = tcp.set_nodelay(true);
+    let started = Instant::now();
+
+    let opened = tokio::select! {
+        opened = open(tcp, peer, &ctx, started) => opened,
+        () = cancel.cancelled() => None,
+    };
+    let Some((mut client, mut upstream)) = opened else {
+        return;
+    };
+
+    let (reason, up, down) = forward::forward(
+        &mut client,
+        &mut upstream,
+        &ctx.counters,
+        ctx.idle_timeout,
+        &cancel,
+    )
+    .await;
+    Metrics::count(&metrics.connections_closed, reason.reason());
+    match &reason {
+        CloseReason::UpstreamError(err) => {
+            warn!(client.addr = %peer, upstream = %ctx.upstream, error = %err, "upstream connection failed");
+        }
+        CloseReason::ClientError(err) => {
+            debug!(client.addr = %peer, error = %err, "client connection failed")
+        }
+        _ => {}
+    }
+    debug!(
+        client.addr = %peer,
+        bytes.client_to_upstream = up,
+        bytes.upstream_to_client = down,
+        duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        close.reason = reason.reason(),
+        "connection closed"
+    );
+}
+
+/// Handshake, then connect upstream. `None` when the connection ended on the way (already
+/// counted and logged).
+async fn open(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    ctx: &ConnectionContext,
+    started: Instant,
+) -> Option<(
+    tokio_rustls::server::TlsStream<TcpStream>,
+    forward::UpstreamStream,
+)> {
+    let metrics = &ctx.metrics;
+    let mut client = match tls::accept(tcp, &ctx.tls, started + ctx.handshake_timeout).await {
+        Ok(stream) => stream,
+        Err(err) => {
+            Metrics::count(&metrics.handshake_failures, err.reason());
+            debug!(client.addr = %peer, error = %err, "tls handshake failed");
+            return None;
+        }
+    };
+    match forward::connect(&ctx.upstream, ctx.connect_timeout).await {
+        Ok(upstream) => {
+            debug!(
+                client.addr = %peer,
+                tls.sni = client.get_ref().1.server_name().unwrap_or(""),
+                handshake_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "connection opened"
+            );
+            Some((client, upstream))
+        }
+        Err(err) => {
+            Metrics::count(&metrics.upstream_connect_failures, err.reason());
+            warn!(client.addr = %peer, upstream = %ctx.upstream, error = %err, "cannot reach upstream");
+            let _ = tokio::time::timeout(GOODBYE_TIMEOUT, async {
+                client.write_all(BAD_GATEWAY).await?;
+                client.shutdown().await
+            })
+            .await;
+            None
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! Copying bytes both ways until both directions are done, passing half-closes on.
+//!
+//! Each direction reads into its own buffer and writes it out; when its reader reaches the
+//! end it shuts the writer down (a TLS close_notify or a TCP FIN) and the other direction
+//! carries on. A TLS peer that leaves without close_notify is treated as a normal end: most
+//! browsers do exactly that.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Client → upstream buffer: WebSocket frames from clients are mostly small.
+const CLIENT_TO_UPSTREAM_BUF: usize = 8 * 1024;
+/// Upstream → client buffer: one full TLS record (16 KiB of plaintext) per write.
+const UPSTREAM_TO_CLIENT_BUF: usize = 16 * 1024;
+/// How long a connection being closed by us may take to say goodbye (close_notify).
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Byte counters for the two directions.
+#[derive(Clone)]
+pub struct Counters {
+    /// Bytes read from the client and sent upstream.
+    pub client_to_upstream: Counter,
+    /// Bytes read from the upstream and sent to the client.
+    pub upstream_to_client: Counter,
+}
+
+/// How a forwarded connection ended.
+#[derive(Debug)]
+pub enum CloseReason {
+    /// Both sides finished normally.
+    Closed,
+    /// No byte moved either way for `--idle-timeout`.
+    IdleTimeout,
+    /// The drain deadline passed during shutdown.
+    Drain,
+    /// Reading from or writing to the client failed.
+    ClientError(io::Error),
+    /// Reading from or writing to the upstream failed.
+    UpstreamError(io::Error),
+}
+
+impl CloseReason {
+    /// A short word for the `connections_closed_total{reason}` metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CloseReason::Closed => "closed",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::Drain => "drain",
+            CloseReason::ClientError(_) => "client_error",
+            CloseReason::UpstreamError(_) => "upstream_error",
+        }
+    }
+}
+
+/// Forwards between `client` and `upstream` until both directions end, an error occurs, the
+/// connection is idle for `idle`, or `cancel` fires. Returns the bytes moved each way.
+pub async fn forward<C, U>(
+    client: &mut C,
+    upstream: &mut U,
+    counters: &Counters,
+    idle: Option<Duration>,
+    cancel: &CancellationToken,
+) -> (CloseReason, u64, u64)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let started = Instant::now();
+    let last_activity_ms = AtomicU64::new(0);
+    let activity = idle.map(|_| Activity {
+        started,
+        last_ms: &last_activity_ms,
+    });
+    let mut up = OneWay::new(CLIENT_TO_UPSTREAM_BUF, counters.client_to_upstream.clone());
+    let mut down = OneWay::new(UPSTREAM_TO_CLIENT_BUF, counters.upstream_to_client.clone());
+
+    let outcome = {
+        let copy = poll_fn(|cx| {
+            let up_done = match up.poll(cx, &mut *client, &mut *upstream, activity.as_ref()) {
+                Poll::Ready(Ok(())) => true,
+                Poll::Ready(Err(Fault::Read(e))) => {
+                    return Poll::Ready(CloseReason::ClientError(e));
+                }
+                Poll::Ready(Err(Fault::Write(e))) => {
+                    return Poll::Ready(CloseReason::UpstreamError(e));
+                }
+                Poll::Pending => false,
+            };
+            let down_done = match down.poll(cx, &mut *upstream, &mut *client, activity.as_ref()) {
+                Poll::Ready(Ok(())) => true,
+                Poll::Ready(Err(Fault::Read(e))) => {
+                    return Poll::Ready(CloseReason::UpstreamError(e));
+                }
+                Poll::Ready(Err(Fault::Write(e))) => {
+                    return Poll::Ready(CloseReason::ClientError(e));
+                }
+                Poll::Pending => false,
+            };
+            if up_done && down_done {
+                Poll::Ready(CloseReason::Closed)
+            } else {
+                Poll::Pending
+            }
+        });
+        tokio::select! {
+            reason = copy => reason,
+            () = idle_expired(idle, started, &last_activity_ms) => CloseReason::IdleTimeout,
+            () = cancel.cancelled() => CloseReason::Drain,
+        }
+    };
+
+    if !matches!(outcome, CloseReason::Closed | CloseReason::ClientError(_)) {
+        // Tell the client we are done (close_notify) rather than vanish; bounded, best effort.
+        let _ = tokio::time::timeout(CLOSE_GRACE, client.shutdown()).await;
+    }
+    (outcome, up.total, down.total)
+}
+
+/// Resolves once no byte has moved for `idle`; never when `idle` is `None`.
+async fn idle_expired(idle: Option<Duration>, started: Instant, last_ms: &AtomicU64) {
+    let Some(idle) = idle else {
+        return std::future::pending().await;
+    };
+    loop {
+        let deadline = started + Duration::from_millis(last_ms.load(Ordering::Relaxed)) + idle;
+        if deadline <= Instant::now() {
+            return;
+        }
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
+/// When the connection last moved a byte, in milliseconds since it started.
+struct Activity<'a> {
+    started: Instant,
+    last_ms: &'a AtomicU64,
+}
+
+impl Activity<'_> {
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+}
+
+/// Which half of a direction failed: its reader or its writer.
+enum Fault {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// One direction of the copy.
+struct OneWay {
+    buf: Box<[u8]>,
+    pos: usize,
+    end: usize,
+    read_done: bool,
+    needs_flush: bool,
+    done: bool,
+    total: u64,
+    counter: Counter,
+}
+
+impl OneWay {
+    fn new(size: usize, counter: Counter) -> Self {
+        Self {
+            buf: vec![0; size].into_boxed_slice(),
+            pos: 0,
+            end: 0,
+            read_done: false,
+            needs_flush: false,
+            done: false,
+            total: 0,
+            counter,
+        }
+    }
+
+    fn poll<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        reader: &mut R,
+        writer: &mut W,
+        activity: Option<&Activity<'_>>,
+    ) -> Poll<Result<(), Fault>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        if self.done {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            if self.pos == self.end && !self.read_done {
+                let mut read_buf = ReadBuf::new(&mut self.buf);
+                match Pin::new(&mut *reader).poll_read(cx, &mut read_buf) {
+                    Poll::Ready(Ok(())) => {
+                        let n = read_buf.filled().len();
+                        if n == 0 {
+                            self.read_done = true;
+                        } else {
+                            self.pos = 0;
+                            self.end = n;
+                            self.counter.inc_by(n as u64);
+                            if let Some(activity) = activity {
+                                activity.touch();
+                            }
+                        }
+                    }
+                    // A TLS peer closing without close_notify: an end, not a failure.
+                    Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        self.read_done = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Fault::Read(e))),
+                    Poll::Pending => {
+                        // Nothing more to read now: push out what was written so far.
+                        if self.needs_flush {
+                            ready!(Pin::new(&mut *writer).poll_flush(cx)).map_err(Fault::Write)?;
+                            self.needs_flush = false;
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            }
+            while self.pos < self.end {
+                let n =
+                    ready!(Pin::new(&mut *writer).poll_write(cx, &self.buf[self.pos..self.end]))
+                        .map_err(Fault::Write)?;
+                if n == 0 {
+                    return Poll::Ready(Err(Fault::Write(io::ErrorKind::WriteZero.into())));
+                }
+                self.pos += n;
+                self.total += n as u64;
+                self.needs_flush = true;
+            }
+            if self.read_done {
+                // Pass the half-close on; shutdown flushes first.
+                ready!(Pin::new(&mut *writer).poll_shutdown(cx)).map_err(Fault::Write)?;
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counters").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, duplex};
+
+    fn counters() -> Counters {
+        Counters {
+            client_to_upstream: Counter::default(),
+            upstream_to_client: Counter::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn half_close_is_passed_on_and_the_other_way_continues() {
+        let (mut client_far, mut client_near) = duplex(64);
+        let (mut upstream_near, mut upstream_far) = duplex(64);
+        let c = counters();
+        let task = tokio::spawn(async move {
+            let cancel = CancellationToken::new();
+            forward(&mut client_near, &mut upstream_near, &c, None, &cancel).await
+        });
+        client_far.write_all(b"hello").await.unwrap();
+        client_far.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        upstream_far.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"hello", "the upstream sees the data, then the end");
+        upstream_far.write_all(b"still here").await.unwrap();
+        upstream_far.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        client_far.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, b"still here");
+        let (reason, up, down) = task.await.unwrap();
+        assert!(matches!(reason, CloseReason::Closed), "{reason:?}");
+        assert_eq!((up, down), (5, 10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_are_closed_after_the_timeout() {
+        let (mut client_far, mut client_near) = duplex(64);
+        let (mut upstream_near, _upstream_far) = duplex(64);
+        let c = counters();
+        let start = Instant::now();
+        let task = tokio::spawn(async move {
+            let cancel = CancellationToken::new();
+            let idle = Some(Duration::from_secs(60));
+            forward(&mut client_near, &mut upstream_near, &c, idle, &cancel).await
+        });
+        tokio::time::sleep(Duration::from_secs(50)).await;
+        client_far.write_all(b"x").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(50)).await;
+        assert!(
+            !task.is_finished(),
+            "activity at 50 s moved the deadline to 110 s"
+        );
+        let (reason, ..) = task.await.unwrap();
+        assert!(matches!(reason, CloseReason::IdleTimeout), "{reason:?}");
+        assert_eq!(start.elapsed().as_secs(), 110);
+    }
+}

@@ -1,0 +1,7 @@
+//! Forwarding after the handshake: open the upstream, then copy bytes both ways.
+
+mod duplex;
+mod upstream;
+
+pub use duplex::{CloseReason, Counters, forward};
+pub use upstream::{ConnectError, UpstreamStream, connect};

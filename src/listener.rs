@@ -1,0 +1,57 @@
+//! The accept loop: bounded by `--max-connections`, one task per connection, stoppable.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use crate::connection::{self, ConnectionContext};
+use crate::metrics::Metrics;
+
+/// Pause after an accept error such as EMFILE, so a full file table does not spin the loop.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Accepts connections until `stop` fires, then drops the listener so new connections are
+/// refused by the kernel. Each connection task holds a permit of `limit` and is tracked by
+/// `tracker`; `conn_cancel` ends them all (the drain deadline).
+pub async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<ConnectionContext>,
+    limit: Arc<Semaphore>,
+    tracker: TaskTracker,
+    conn_cancel: CancellationToken,
+    stop: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(conn) => conn,
+            Err(err) => {
+                // Per-connection errors (ECONNABORTED) and resource exhaustion alike: log,
+                // breathe, carry on; the listener itself is still good.
+                warn!(error = %err, "accept failed");
+                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+            Metrics::count(&ctx.metrics.connections_refused, "limit");
+            debug!(client.addr = %peer, "connection refused: --max-connections reached");
+            drop(tcp);
+            continue;
+        };
+        let ctx = Arc::clone(&ctx);
+        let cancel = conn_cancel.child_token();
+        tracker.spawn(async move {
+            connection::serve(tcp, peer, ctx, cancel).await;
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,191 @@
+//! Prometheus metrics: one registry, handles cloned into the components that move them.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// A label set with one `reason` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    /// Why it happened, from a small fixed set of words.
+    pub reason: &'static str,
+}
+
+/// A label set naming a certificate source (`dir:/etc/tls`, `self-signed`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Source {
+    /// The source's label.
+    pub source: String,
+}
+
+/// A certificate reload outcome per source.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reload {
+    /// The source's label.
+    pub source: String,
+    /// `success` or `failure`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Direction {
+    direction: &'static str,
+}
+
+/// Every metric the proxy exports, under the `wss_sidecar_` prefix.
+pub struct Metrics {
+    registry: Registry,
+    /// Client connections currently open.
+    pub connections_open: Gauge,
+    /// Client connections accepted.
+    pub connections: Counter,
+    /// Client connections refused before the handshake, by reason (`limit`).
+    pub connections_refused: Family<Reason, Counter>,
+    /// Failed TLS handshakes by reason (`timeout`, `not_tls`, `tls`, `io`).
+    pub handshake_failures: Family<Reason, Counter>,
+    /// Failed connects to the upstream by reason (`refused`, `timeout`, `io`).
+    pub upstream_connect_failures: Family<Reason, Counter>,
+    /// Connections that ended, by reason (`closed`, `idle_timeout`, `drain`, `client_error`,
+    /// `upstream_error`).
+    pub connections_closed: Family<Reason, Counter>,
+    /// Bytes from clients to the upstream.
+    pub bytes_client_to_upstream: Counter,
+    /// Bytes from the upstream to clients.
+    pub bytes_upstream_to_client: Counter,
+    /// The serving certificate's notAfter, seconds since the epoch, per source.
+    pub cert_not_after: Family<Source, Gauge>,
+    /// Certificate loads per source and result.
+    pub cert_reloads: Family<Reload, Counter>,
+    /// When a source last published a certificate, seconds since the epoch.
+    pub cert_last_reload: Family<Source, Gauge>,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("wss_sidecar");
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Client connections open",
+            connections_open.clone(),
+        );
+        let connections = Counter::default();
+        registry.register(
+            "connections",
+            "Client connections accepted",
+            connections.clone(),
+        );
+        let connections_refused = Family::<Reason, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Client connections refused before the handshake",
+            connections_refused.clone(),
+        );
+        let handshake_failures = Family::<Reason, Counter>::default();
+        registry.register(
+            "handshake_failures",
+            "TLS handshakes that failed",
+            handshake_failures.clone(),
+        );
+        let upstream_connect_failures = Family::<Reason, Counter>::default();
+        registry.register(
+            "upstream_connect_failures",
+            "Connects to the upstream that failed",
+            upstream_connect_failures.clone(),
+        );
+        let connections_closed = Family::<Reason, Counter>::default();
+        registry.register(
+            "connections_closed",
+            "Client connections that ended, by reason",
+            connections_closed.clone(),
+        );
+        let bytes = Family::<Direction, Counter>::default();
+        registry.register("bytes", "Bytes forwarded", bytes.clone());
+        let bytes_client_to_upstream = bytes
+            .get_or_create(&Direction {
+                direction: "client_to_upstream",
+            })
+            .clone();
+        let bytes_upstream_to_client = bytes
+            .get_or_create(&Direction {
+                direction: "upstream_to_client",
+            })
+            .clone();
+        let cert_not_after = Family::<Source, Gauge>::default();
+        registry.register(
+            "cert_not_after_seconds",
+            "notAfter of the certificate each source serves, in seconds since the epoch",
+            cert_not_after.clone(),
+        );
+        let cert_reloads = Family::<Reload, Counter>::default();
+        registry.register(
+            "cert_reloads",
+            "Certificate loads by result",
+            cert_reloads.clone(),
+        );
+        let cert_last_reload = Family::<Source, Gauge>::default();
+        registry.register(
+            "cert_last_reload_success_timestamp_seconds",
+            "When each source last published a certificate, in seconds since the epoch",
+            cert_last_reload.clone(),
+        );
+        Self {
+            registry,
+            connections_open,
+            connections,
+            connections_refused,
+            handshake_failures,
+            upstream_connect_failures,
+            connections_closed,
+            bytes_client_to_upstream,
+            bytes_upstream_to_client,
+            cert_not_after,
+            cert_reloads,
+            cert_last_reload,
+        }
+    }
+
+    /// Counts one event of `family` with `reason`.
+    pub fn count(family: &Family<Reason, Counter>, reason: &'static str) {
+        family.get_or_create(&Reason { reason }).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_prefixed_names() {
+        let m = Metrics::new();
+        m.connections.inc();
+        Metrics::count(&m.handshake_failures, "timeout");
+        let text = m.encode();
+        assert!(text.contains("wss_sidecar_connections_total 1"), "{text}");
+        assert!(
+            text.contains("wss_sidecar_handshake_failures_total{reason=\"timeout\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wss_sidecar_bytes_total{direction=\"client_to_upstream\"} 0"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,141 @@
+//! `wss-sidecar proxy` assembled: certificate sources, TLS, the accept loop, the admin
+//! endpoint, and the drain on shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::admin::{self, AdminState};
+use crate::certs::{CertStore, DirSource, self_signed};
+use crate::config::ProxyConfig;
+use crate::connection::ConnectionContext;
+use crate::forward::Counters;
+use crate::health::Readiness;
+use crate::listener;
+use crate::metrics::Metrics;
+use crate::tls::{self, Resolver};
+
+/// After the drain deadline, how long cancelled connections get to finish closing.
+const CANCEL_GRACE: Duration = Duration::from_secs(5);
+
+/// The listeners `run` serves on, bound by the caller (tests bind port 0).
+pub struct Listeners {
+    /// The TLS (wss) listener.
+    pub tls: TcpListener,
+    /// The admin listener, if enabled.
+    pub admin: Option<TcpListener>,
+}
+
+/// Why the proxy could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The TLS configuration could not be built.
+    #[error("cannot build the TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    /// No certificate source was configured and no self-signed certificate could be made.
+    #[error("cannot generate the self-signed development certificate: {0}")]
+    SelfSigned(crate::certs::CertError),
+}
+
+/// Runs the proxy until `shutdown` resolves, then drains: readiness turns false at once, the
+/// listener closes, live connections get `drain_timeout` to finish, and the rest are closed.
+pub async fn run(
+    config: ProxyConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let metrics = Arc::new(Metrics::new());
+    let store = CertStore::new(Arc::clone(&metrics));
+    let sources_stop = CancellationToken::new();
+    let _stop_sources = sources_stop.clone().drop_guard();
+
+    if config.cert_dirs.is_empty() {
+        warn!(
+            "NO CERTIFICATE CONFIGURED: serving a freshly generated SELF-SIGNED certificate for \
+             localhost. Clients will not trust it. For development only: give --cert-dir."
+        );
+        let cert = self_signed::generate(&tls::provider()).map_err(RunError::SelfSigned)?;
+        store.register("self-signed").publish(cert);
+    }
+    for dir in &config.cert_dirs {
+        let publisher = store.register(format!("dir:{}", dir.display()));
+        let mut source = DirSource::new(dir.clone(), publisher, tls::provider());
+        if !source.reload().await {
+            warn!(
+                cert.source = source.label(),
+                "no valid certificate yet; waiting for one"
+            );
+        }
+        source.spawn_watch(config.cert_poll_interval, sources_stop.child_token());
+    }
+
+    let tls_config = tls::server_config(Arc::new(Resolver::new(Arc::clone(&store))))?;
+    let readiness = Arc::new(Readiness::new(Arc::clone(&store)));
+
+    let admin_stop = CancellationToken::new();
+    let _stop_admin = admin_stop.clone().drop_guard();
+    if let Some(admin_listener) = listeners.admin {
+        let state = Arc::new(AdminState {
+            readiness: Arc::clone(&readiness),
+            metrics: Arc::clone(&metrics),
+        });
+        tokio::spawn(admin::serve(admin_listener, state, admin_stop.clone()));
+    }
+
+    let ctx = Arc::new(ConnectionContext {
+        tls: tls_config,
+        upstream: config.upstream.clone(),
+        handshake_timeout: config.handshake_timeout,
+        connect_timeout: config.connect_timeout,
+        idle_timeout: config.idle_timeout,
+        counters: Counters {
+            client_to_upstream: metrics.bytes_client_to_upstream.clone(),
+            upstream_to_client: metrics.bytes_upstream_to_client.clone(),
+        },
+        metrics: Arc::clone(&metrics),
+    });
+    let tracker = TaskTracker::new();
+    let conn_cancel = CancellationToken::new();
+    let accept_stop = CancellationToken::new();
+    let local = listeners.tls.local_addr().ok();
+    let accepting = tokio::spawn(listener::accept_loop(
+        listeners.tls,
+        ctx,
+        Arc::new(Semaphore::new(config.max_connections)),
+        tracker.clone(),
+        conn_cancel.clone(),
+        accept_stop.clone(),
+    ));
+    readiness.set_listening(true);
+    info!(listen = ?local, upstream = %config.upstream, "wss-sidecar proxy ready to accept");
+
+    shutdown.await;
+
+    readiness.set_draining();
+    accept_stop.cancel();
+    // Wait for the loop to drop the listener, so new connections are refused from here on.
+    let _ = accepting.await;
+    readiness.set_listening(false);
+    tracker.close();
+    let live = tracker.len();
+    info!(connections.live = live, drain_timeout = ?config.drain_timeout, "draining");
+    if tokio::time::timeout(config.drain_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            connections.live = tracker.len(),
+            "drain timeout reached; closing the rest"
+        );
+        conn_cancel.cancel();
+        let _ = tokio::time::timeout(CANCEL_GRACE, tracker.wait()).await;
+    }
+    info!("drained; exiting");
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! `wss-sidecar demo`: the demo app behind the proxy with a self-signed certificate, for the
+//! README's quick start.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{DemoArgs, ProxyConfig, Upstream};
+use crate::proxy::{self, Listeners, RunError};
+
+/// Runs the demo app on `app` and the proxy on `tls`/`admin` until `shutdown`.
+pub async fn run(
+    args: &DemoArgs,
+    tls: TcpListener,
+    admin: Option<TcpListener>,
+    app: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let app_addr = app.local_addr().unwrap_or(args.app_listen);
+    let stop_app = CancellationToken::new();
+    let app_task = tokio::spawn(crate::demo::serve(app, stop_app.clone().cancelled_owned()));
+    let config = demo_config(args, tls.local_addr().unwrap_or(args.listen), app_addr);
+    announce(&config, app_addr);
+    let result = proxy::run(config, Listeners { tls, admin }, shutdown).await;
+    stop_app.cancel();
+    let _ = app_task.await;
+    result
+}
+
+fn demo_config(args: &DemoArgs, listen: SocketAddr, app: SocketAddr) -> ProxyConfig {
+    ProxyConfig {
+        listen,
+        upstream: Upstream::Tcp {
+            authority: app.to_string(),
+            addrs: vec![app],
+        },
+        cert_dirs: Vec::new(),
+        cert_poll_interval: Duration::from_secs(10),
+        admin_listen: args.admin_listen.0,
+        handshake_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(5),
+        idle_timeout: None,
+        max_connections: 10_000,
+        drain_timeout: Duration::from_secs(5),
+    }
+}
+
+fn announce(config: &ProxyConfig, app: SocketAddr) {
+    let host = if config.listen.ip().is_unspecified() || config.listen.ip().is_loopback() {
+        "localhost".to_string()
+    } else {
+        config.listen.ip().to_string()
+    };
+    let port = config.listen.port();
+    println!(
+        "wss-sidecar demo: the echo app listens on ws://{app}/ws, the sidecar terminates TLS in front of it."
+    );
+    println!();
+    println!(
+        "  open   https://{host}:{port}/     (a page whose script talks to the wss:// URL below)"
+    );
+    println!("  or     wss://{host}:{port}/ws");
+    if let Some(admin) = config.admin_listen {
+        println!("  admin  http://{admin}/metrics  /readyz  /healthz");
+    }
+    println!();
+    println!("The certificate is self-signed: accept the browser's warning once. Ctrl-C stops.");
+}

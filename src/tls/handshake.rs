@@ -1,0 +1,92 @@
+//! One TLS handshake under a deadline; a plain-HTTP request on the TLS port gets a 400.
+
+use std::io;
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::LazyConfigAcceptor;
+use tokio_rustls::server::TlsStream;
+
+/// What NGINX answers when plain HTTP reaches a TLS port; a person testing with `curl http://`
+/// learns what went wrong instead of seeing a reset.
+const PLAIN_HTTP_RESPONSE: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\
+Content-Length: 49\r\nConnection: close\r\n\r\nThe plain HTTP request was sent to an HTTPS port\n";
+
+/// The first byte of every TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Why a handshake failed. Each ends only its own connection.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// The client did not finish within `--handshake-timeout`.
+    #[error("handshake timed out")]
+    Timeout,
+    /// The first bytes were not a TLS ClientHello (plain HTTP, a port scanner).
+    #[error("not a TLS client hello (plain HTTP on the TLS port?)")]
+    NotTls,
+    /// The client left before the handshake completed.
+    #[error("client closed during handshake: {0}")]
+    Eof(io::Error),
+    /// TLS negotiation failed (no common version, cipher or protocol; bad certificate).
+    #[error("tls handshake failed: {0}")]
+    Tls(io::Error),
+}
+
+impl HandshakeError {
+    /// A short word for the `handshake_failures_total{reason}` metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            HandshakeError::Timeout => "timeout",
+            HandshakeError::NotTls => "not_tls",
+            HandshakeError::Eof(_) => "eof",
+            HandshakeError::Tls(_) => "tls",
+        }
+    }
+}
+
+/// Runs the server side of a TLS handshake on `tcp`, all of it before `deadline`.
+pub async fn accept(
+    tcp: TcpStream,
+    config: &Arc<ServerConfig>,
+    deadline: Instant,
+) -> Result<TlsStream<TcpStream>, HandshakeError> {
+    // A TLS connection opens with a handshake record (content type 22); anything else is
+    // plain text (usually HTTP) and gets a readable answer instead of a binary alert.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await {
+        Err(_) => return Err(HandshakeError::Timeout),
+        Ok(Err(err)) => return Err(HandshakeError::Eof(err)),
+        Ok(Ok(0)) => return Err(HandshakeError::Eof(io::ErrorKind::UnexpectedEof.into())),
+        Ok(Ok(_)) if first[0] != TLS_HANDSHAKE_RECORD => {
+            let mut tcp = tcp;
+            // Best effort, bounded by the same deadline; the connection closes either way.
+            let _ = tokio::time::timeout_at(deadline, tcp.write_all(PLAIN_HTTP_RESPONSE)).await;
+            let _ = tokio::time::timeout_at(deadline, tcp.shutdown()).await;
+            return Err(HandshakeError::NotTls);
+        }
+        Ok(Ok(_)) => {}
+    }
+    let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+    let start = match tokio::time::timeout_at(deadline, acceptor).await {
+        Err(_) => return Err(HandshakeError::Timeout),
+        Ok(Ok(start)) => start,
+        Ok(Err(err)) if is_eof(&err) => return Err(HandshakeError::Eof(err)),
+        Ok(Err(err)) => return Err(HandshakeError::Tls(err)),
+    };
+    match tokio::time::timeout_at(deadline, start.into_stream(Arc::clone(config))).await {
+        Err(_) => Err(HandshakeError::Timeout),
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(err)) if is_eof(&err) => Err(HandshakeError::Eof(err)),
+        Ok(Err(err)) => Err(HandshakeError::Tls(err)),
+    }
+}
+
+fn is_eof(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+    )
+}

@@ -1,0 +1,61 @@
+//! Shared integration-test helpers: certificates, kubelet-style cert dirs, clients, upstreams.
+//!
+//! # Layout
+//! - `certs`: a private CA issuing leaf pairs in every key type and PEM key format.
+//! - `key_formats`: PKCS#8 to PKCS#1 / SEC1 re-encoding behind `certs`.
+//! - `kubelet`: certificate directories updated the way kubelet updates a mounted Secret.
+//! - `client`: TLS and WebSocket clients that report which certificate the server presented.
+//! - `echo`: upstream apps (WebSocket echo over TCP or a unix socket, raw TCP listener).
+//! - here: [`wait_until`], the suite's replacement for sleeps, and crypto provider set-up.
+
+// Shared helpers: not every test module uses every one, and unused items in a test binary warn.
+#![allow(dead_code)]
+
+pub mod certs;
+pub mod client;
+pub mod echo;
+pub mod key_formats;
+pub mod kubelet;
+
+use std::future::Future;
+use std::time::Duration;
+
+// Re-exports for the test modules; each uses a different subset, so some go unused.
+#[allow(unused_imports)]
+pub use certs::{KeyFormat, KeyKind, LeafSpec, TestCa, TestPair, Validity};
+#[allow(unused_imports)]
+pub use client::{
+    IO_TIMEOUT, assert_echo, client_config, echo_once, leaf_names, peer_leaf, tls_connect,
+    try_echo_once, ws_config, ws_connect, ws_connect_with,
+};
+#[allow(unused_imports)]
+pub use echo::{EchoServer, raw_upstream_tcp};
+#[allow(unused_imports)]
+pub use kubelet::{KubeletDir, write_plain_pair};
+
+/// How often [`wait_until`] re-checks its condition.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Polls `condition` every 20 ms until it holds; panics naming `what` after `timeout`.
+/// Tests await the state they need with this instead of sleeping for a guessed time.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting until {what}");
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Makes aws-lc-rs the process-wide rustls provider, as `main` does; safe to call repeatedly.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
