@@ -6,6 +6,7 @@
 //! - `kubelet`: certificate directories updated the way kubelet updates a mounted Secret.
 //! - `client`: TLS and WebSocket clients that report which certificate the server presented.
 //! - `echo`: upstream apps (WebSocket echo over TCP or a unix socket, raw TCP listener).
+//! - `proxy`: the proxy run in-process on free ports, and its admin endpoint and metrics.
 //! - here: [`wait_until`], the suite's replacement for sleeps, and crypto provider set-up.
 
 // Shared helpers: not every test module uses every one, and unused items in a test binary warn.
@@ -16,6 +17,7 @@ pub mod client;
 pub mod echo;
 pub mod key_formats;
 pub mod kubelet;
+pub mod proxy;
 
 use std::future::Future;
 use std::time::Duration;
@@ -32,6 +34,8 @@ pub use client::{
 pub use echo::{EchoServer, raw_upstream_tcp};
 #[allow(unused_imports)]
 pub use kubelet::{KubeletDir, write_plain_pair};
+#[allow(unused_imports)]
+pub use proxy::{TestProxy, http_get};
 
 /// How often [`wait_until`] re-checks its condition.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);

@@ -1,0 +1,197 @@
+//! The proxy run in-process on 127.0.0.1:0, plus plain-HTTP access to its admin endpoint.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use wss_sidecar::config::{Cli, Command};
+use wss_sidecar::proxy::{self, Listeners, RunError};
+
+/// A running proxy. Its flags are the real `wss-sidecar proxy` flags, parsed by the real
+/// parser; only the listeners are bound here, on free ports.
+pub struct TestProxy {
+    /// The TLS (wss) address.
+    pub addr: SocketAddr,
+    /// The admin address.
+    pub admin: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), RunError>>>,
+}
+
+impl TestProxy {
+    /// Starts `wss-sidecar proxy ARGS…` and waits until `/readyz` answers 200.
+    pub async fn start(args: &[&str]) -> TestProxy {
+        let proxy = Self::start_unready(args).await;
+        proxy.wait_ready().await;
+        proxy
+    }
+
+    /// Starts the proxy without waiting for readiness.
+    pub async fn start_unready(args: &[&str]) -> TestProxy {
+        super::install_crypto_provider();
+        let argv = ["wss-sidecar", "proxy"]
+            .into_iter()
+            .chain(args.iter().copied());
+        let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("bad test flags: {e}"));
+        let Command::Proxy(proxy_args) = cli.command else {
+            panic!("not a proxy command");
+        };
+        let config = proxy_args
+            .into_config()
+            .unwrap_or_else(|e| panic!("bad test config: {e}"));
+        let tls = TcpListener::bind("127.0.0.1:0").await.expect("bind tls");
+        let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+        let addr = tls.local_addr().expect("tls addr");
+        let admin_addr = admin.local_addr().expect("admin addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(proxy::run(
+            config,
+            Listeners {
+                tls,
+                admin: Some(admin),
+            },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        TestProxy {
+            addr,
+            admin: admin_addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Waits until `/readyz` is 200.
+    pub async fn wait_ready(&self) {
+        let admin = self.admin;
+        super::wait_until(
+            "the proxy is ready",
+            Duration::from_secs(10),
+            || async move {
+                http_get(admin, "/readyz")
+                    .await
+                    .map(|(status, _)| status == 200)
+                    .unwrap_or(false)
+            },
+        )
+        .await;
+    }
+
+    /// Starts the drain (as SIGTERM would) without waiting for it to finish.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Starts the drain and waits for `run` to return.
+    pub async fn shutdown(mut self) -> Result<(), RunError> {
+        self.begin_shutdown();
+        let task = self.task.take().expect("proxy task");
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("proxy did not stop within 60 s")
+            .expect("proxy task panicked")
+    }
+
+    /// True once `run` has returned.
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// `GET path` on the admin endpoint: (status, body).
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path)
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// Scrapes `/metrics`, checking that every sample line parses.
+    pub async fn metrics(&self) -> Metrics {
+        let (status, body) = self.admin_get("/metrics").await;
+        assert_eq!(status, 200, "/metrics status");
+        Metrics::parse(&body)
+    }
+
+    /// One sample's value, 0 when absent (Prometheus counters with no events yet are absent).
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.metrics().await.value(name, labels)
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A parsed `/metrics` scrape.
+pub struct Metrics {
+    /// The samples, as Prometheus' text parser reads them.
+    pub scrape: prometheus_parse::Scrape,
+}
+
+impl Metrics {
+    /// Parses `body`, failing the test if any sample line was not understood.
+    pub fn parse(body: &str) -> Metrics {
+        let lines = body.lines().map(|l| Ok(l.to_string()));
+        let scrape = prometheus_parse::Scrape::parse(lines).expect("metrics parse");
+        let sample_lines = body
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .count();
+        assert_eq!(
+            scrape.samples.len(),
+            sample_lines,
+            "every sample line of /metrics must parse as Prometheus text:\n{body}"
+        );
+        assert!(
+            body.ends_with("# EOF\n"),
+            "OpenMetrics text ends with # EOF"
+        );
+        Metrics { scrape }
+    }
+
+    /// The value of `name` with exactly these labels (others ignored), 0 when absent.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .find(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => panic!("{name} is not a plain value"),
+            })
+            .unwrap_or(0.0)
+    }
+}
+
+/// A minimal HTTP/1.1 GET over a fresh connection: (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut tcp = TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut raw)).await??;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status line in {text:?}")))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
