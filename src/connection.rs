@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::config::Upstream;
-use crate::forward::{self, CloseReason, Counters};
+use crate::forward::{self, CloseReason, Counters, Timeouts};
 use crate::metrics::Metrics;
 use crate::tls;
 
@@ -34,8 +34,8 @@ pub struct ConnectionContext {
     pub handshake_timeout: Duration,
     /// `--connect-timeout`.
     pub connect_timeout: Duration,
-    /// `--idle-timeout`.
-    pub idle_timeout: Option<Duration>,
+    /// `--idle-timeout` and `--half-close-timeout`.
+    pub timeouts: Timeouts,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Byte counters, resolved once rather than per connection.
@@ -78,7 +78,7 @@ pub async fn serve(
         &mut client,
         &mut upstream,
         &ctx.counters,
-        ctx.idle_timeout,
+        ctx.timeouts,
         &cancel,
     )
     .await;

@@ -15,7 +15,7 @@ use crate::admin::{self, AdminState};
 use crate::certs::{CertStore, DirSource, self_signed};
 use crate::config::ProxyConfig;
 use crate::connection::ConnectionContext;
-use crate::forward::Counters;
+use crate::forward::{Counters, Timeouts};
 use crate::health::Readiness;
 use crate::listener;
 use crate::metrics::Metrics;
@@ -80,6 +80,7 @@ pub async fn run(
 
     let admin_stop = CancellationToken::new();
     let _stop_admin = admin_stop.clone().drop_guard();
+    let admin_addr = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
     if let Some(admin_listener) = listeners.admin {
         let state = Arc::new(AdminState {
             readiness: Arc::clone(&readiness),
@@ -93,7 +94,10 @@ pub async fn run(
         upstream: config.upstream.clone(),
         handshake_timeout: config.handshake_timeout,
         connect_timeout: config.connect_timeout,
-        idle_timeout: config.idle_timeout,
+        timeouts: Timeouts {
+            idle: config.idle_timeout,
+            half_close: config.half_close_timeout,
+        },
         counters: Counters {
             client_to_upstream: metrics.bytes_client_to_upstream.clone(),
             upstream_to_client: metrics.bytes_upstream_to_client.clone(),
@@ -103,7 +107,7 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let conn_cancel = CancellationToken::new();
     let accept_stop = CancellationToken::new();
-    let local = listeners.tls.local_addr().ok();
+    let listen_addr = listeners.tls.local_addr().ok();
     let accepting = tokio::spawn(listener::accept_loop(
         listeners.tls,
         ctx,
@@ -113,7 +117,12 @@ pub async fn run(
         accept_stop.clone(),
     ));
     readiness.set_listening(true);
-    info!(listen = ?local, upstream = %config.upstream, "wss-sidecar proxy ready to accept");
+    info!(
+        listen = %OrNone(listen_addr),
+        admin = %OrNone(admin_addr),
+        upstream = %config.upstream,
+        "accepting connections"
+    );
 
     shutdown.await;
 
@@ -138,4 +147,16 @@ pub async fn run(
     }
     info!("drained; exiting");
     Ok(())
+}
+
+/// Displays an optional address as the address or `none`.
+struct OrNone(Option<std::net::SocketAddr>);
+
+impl std::fmt::Display for OrNone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("none"),
+        }
+    }
 }

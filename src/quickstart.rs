@@ -43,6 +43,7 @@ fn demo_config(args: &DemoArgs, listen: SocketAddr, app: SocketAddr) -> ProxyCon
         handshake_timeout: Duration::from_secs(10),
         connect_timeout: Duration::from_secs(5),
         idle_timeout: None,
+        half_close_timeout: Duration::from_secs(60),
         max_connections: 10_000,
         drain_timeout: Duration::from_secs(5),
     }

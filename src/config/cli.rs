@@ -84,6 +84,11 @@ pub struct ProxyArgs {
     #[arg(long, env = "WSS_SIDECAR_IDLE_TIMEOUT", default_value = "off", value_parser = parse_off_or_duration)]
     pub idle_timeout: OptionalDuration,
 
+    /// Once one side has closed its half of a connection, close the rest when no byte moved
+    /// for this long (a client that never closes its half cannot hold a slot forever).
+    #[arg(long, env = "WSS_SIDECAR_HALF_CLOSE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub half_close_timeout: Duration,
+
     /// Most client connections served at once; more are refused.
     #[arg(long, env = "WSS_SIDECAR_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
@@ -132,6 +137,7 @@ impl ProxyArgs {
             ("--handshake-timeout", self.handshake_timeout),
             ("--connect-timeout", self.connect_timeout),
             ("--cert-poll-interval", self.cert_poll_interval),
+            ("--half-close-timeout", self.half_close_timeout),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::new(flag, "must be longer than zero"));
@@ -146,6 +152,7 @@ impl ProxyArgs {
             handshake_timeout: self.handshake_timeout,
             connect_timeout: self.connect_timeout,
             idle_timeout: self.idle_timeout.0,
+            half_close_timeout: self.half_close_timeout,
             max_connections: self.max_connections,
             drain_timeout: self.drain_timeout,
         })

@@ -38,6 +38,8 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// Close a connection with no bytes either way for this long; `None` = never.
     pub idle_timeout: Option<Duration>,
+    /// Once one side has closed, close when no byte moved for this long.
+    pub half_close_timeout: Duration,
     /// Most client connections served at once; more are refused.
     pub max_connections: usize,
     /// After SIGTERM, how long live connections may finish.

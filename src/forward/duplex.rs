@@ -40,6 +40,8 @@ pub enum CloseReason {
     Closed,
     /// No byte moved either way for `--idle-timeout`.
     IdleTimeout,
+    /// One side ended and the other stayed silent for `--half-close-timeout`.
+    HalfCloseTimeout,
     /// The drain deadline passed during shutdown.
     Drain,
     /// Reading from or writing to the client failed.
@@ -54,6 +56,7 @@ impl CloseReason {
         match self {
             CloseReason::Closed => "closed",
             CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::HalfCloseTimeout => "half_close_timeout",
             CloseReason::Drain => "drain",
             CloseReason::ClientError(_) => "client_error",
             CloseReason::UpstreamError(_) => "upstream_error",
@@ -61,13 +64,31 @@ impl CloseReason {
     }
 }
 
-/// Forwards between `client` and `upstream` until both directions end, an error occurs, the
-/// connection is idle for `idle`, or `cancel` fires. Returns the bytes moved each way.
+/// The time limits of a forwarded connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Close when no byte moved either way for this long; `None` = never.
+    pub idle: Option<Duration>,
+    /// Once one direction has ended, close when no byte moved for this long: a peer that
+    /// half-closed and then holds the other half open forever must not hold a slot forever.
+    pub half_close: Duration,
+}
+
+/// What one step of the copy produced.
+enum Step {
+    /// Both directions ended, or one failed.
+    Done(CloseReason),
+    /// One direction ended normally; the other carries on under the half-close timeout.
+    HalfClosed,
+}
+
+/// Forwards between `client` and `upstream` until both directions end, an error occurs, a
+/// timeout passes, or `cancel` fires. Returns the bytes moved each way.
 pub async fn forward<C, U>(
     client: &mut C,
     upstream: &mut U,
     counters: &Counters,
-    idle: Option<Duration>,
+    timeouts: Timeouts,
     cancel: &CancellationToken,
 ) -> (CloseReason, u64, u64)
 where
@@ -76,45 +97,59 @@ where
 {
     let started = Instant::now();
     let last_activity_ms = AtomicU64::new(0);
-    let activity = idle.map(|_| Activity {
+    let activity = Activity {
         started,
         last_ms: &last_activity_ms,
-    });
+    };
     let mut up = OneWay::new(CLIENT_TO_UPSTREAM_BUF, counters.client_to_upstream.clone());
     let mut down = OneWay::new(UPSTREAM_TO_CLIENT_BUF, counters.upstream_to_client.clone());
+    let mut half_closed = false;
 
-    let outcome = {
-        let copy = poll_fn(|cx| {
-            let up_done = match up.poll(cx, &mut *client, &mut *upstream, activity.as_ref()) {
+    let outcome = loop {
+        let (limit, on_expiry) = match (half_closed, timeouts.idle) {
+            (true, Some(idle)) if idle <= timeouts.half_close => {
+                (Some(idle), CloseReason::IdleTimeout)
+            }
+            (true, _) => (Some(timeouts.half_close), CloseReason::HalfCloseTimeout),
+            (false, idle) => (idle, CloseReason::IdleTimeout),
+        };
+        let step = poll_fn(|cx| {
+            let up_done = match up.poll(cx, &mut *client, &mut *upstream, &activity) {
                 Poll::Ready(Ok(())) => true,
                 Poll::Ready(Err(Fault::Read(e))) => {
-                    return Poll::Ready(CloseReason::ClientError(e));
+                    return Poll::Ready(Step::Done(CloseReason::ClientError(e)));
                 }
                 Poll::Ready(Err(Fault::Write(e))) => {
-                    return Poll::Ready(CloseReason::UpstreamError(e));
+                    return Poll::Ready(Step::Done(CloseReason::UpstreamError(e)));
                 }
                 Poll::Pending => false,
             };
-            let down_done = match down.poll(cx, &mut *upstream, &mut *client, activity.as_ref()) {
+            let down_done = match down.poll(cx, &mut *upstream, &mut *client, &activity) {
                 Poll::Ready(Ok(())) => true,
                 Poll::Ready(Err(Fault::Read(e))) => {
-                    return Poll::Ready(CloseReason::UpstreamError(e));
+                    return Poll::Ready(Step::Done(CloseReason::UpstreamError(e)));
                 }
                 Poll::Ready(Err(Fault::Write(e))) => {
-                    return Poll::Ready(CloseReason::ClientError(e));
+                    return Poll::Ready(Step::Done(CloseReason::ClientError(e)));
                 }
                 Poll::Pending => false,
             };
-            if up_done && down_done {
-                Poll::Ready(CloseReason::Closed)
-            } else {
-                Poll::Pending
+            match (up_done, down_done) {
+                (true, true) => Poll::Ready(Step::Done(CloseReason::Closed)),
+                (true, false) | (false, true) if !half_closed => Poll::Ready(Step::HalfClosed),
+                _ => Poll::Pending,
             }
         });
         tokio::select! {
-            reason = copy => reason,
-            () = idle_expired(idle, started, &last_activity_ms) => CloseReason::IdleTimeout,
-            () = cancel.cancelled() => CloseReason::Drain,
+            step = step => match step {
+                Step::Done(reason) => break reason,
+                Step::HalfClosed => {
+                    half_closed = true;
+                    activity.touch();
+                }
+            },
+            () = idle_expired(limit, started, &last_activity_ms) => break on_expiry,
+            () = cancel.cancelled() => break CloseReason::Drain,
         }
     };
 
@@ -189,7 +224,7 @@ impl OneWay {
         cx: &mut Context<'_>,
         reader: &mut R,
         writer: &mut W,
-        activity: Option<&Activity<'_>>,
+        activity: &Activity<'_>,
     ) -> Poll<Result<(), Fault>>
     where
         R: AsyncRead + Unpin,
@@ -210,9 +245,7 @@ impl OneWay {
                             self.pos = 0;
                             self.end = n;
                             self.counter.inc_by(n as u64);
-                            if let Some(activity) = activity {
-                                activity.touch();
-                            }
+                            activity.touch();
                         }
                     }
                     // A TLS peer closing without close_notify: an end, not a failure.
@@ -276,7 +309,11 @@ mod tests {
         let c = counters();
         let task = tokio::spawn(async move {
             let cancel = CancellationToken::new();
-            forward(&mut client_near, &mut upstream_near, &c, None, &cancel).await
+            let timeouts = Timeouts {
+                idle: None,
+                half_close: Duration::from_secs(60),
+            };
+            forward(&mut client_near, &mut upstream_near, &c, timeouts, &cancel).await
         });
         client_far.write_all(b"hello").await.unwrap();
         client_far.shutdown().await.unwrap();
@@ -301,8 +338,11 @@ mod tests {
         let start = Instant::now();
         let task = tokio::spawn(async move {
             let cancel = CancellationToken::new();
-            let idle = Some(Duration::from_secs(60));
-            forward(&mut client_near, &mut upstream_near, &c, idle, &cancel).await
+            let timeouts = Timeouts {
+                idle: Some(Duration::from_secs(60)),
+                half_close: Duration::from_secs(60),
+            };
+            forward(&mut client_near, &mut upstream_near, &c, timeouts, &cancel).await
         });
         tokio::time::sleep(Duration::from_secs(50)).await;
         client_far.write_all(b"x").await.unwrap();
@@ -314,5 +354,42 @@ mod tests {
         let (reason, ..) = task.await.unwrap();
         assert!(matches!(reason, CloseReason::IdleTimeout), "{reason:?}");
         assert_eq!(start.elapsed().as_secs(), 110);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_half_closed_connection_left_hanging_is_closed() {
+        let (mut client_far, mut client_near) = duplex(64);
+        let (mut upstream_near, mut upstream_far) = duplex(64);
+        let c = counters();
+        let start = Instant::now();
+        let task = tokio::spawn(async move {
+            let cancel = CancellationToken::new();
+            let timeouts = Timeouts {
+                idle: None,
+                half_close: Duration::from_secs(30),
+            };
+            forward(&mut client_near, &mut upstream_near, &c, timeouts, &cancel).await
+        });
+        // The upstream finishes; the client never closes its half.
+        upstream_far.shutdown().await.unwrap();
+        let mut buf = [0u8; 1];
+        assert_eq!(
+            client_far.read(&mut buf).await.unwrap(),
+            0,
+            "the client sees the end"
+        );
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        client_far.write_all(b"late").await.unwrap();
+        let (reason, up, _) = task.await.unwrap();
+        assert!(
+            matches!(reason, CloseReason::HalfCloseTimeout),
+            "{reason:?}"
+        );
+        assert_eq!(up, 4, "bytes after the half-close still flowed");
+        assert_eq!(
+            start.elapsed().as_secs(),
+            50,
+            "activity at 20 s moved the deadline"
+        );
     }
 }

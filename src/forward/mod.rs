@@ -3,5 +3,5 @@
 mod duplex;
 mod upstream;
 
-pub use duplex::{CloseReason, Counters, forward};
+pub use duplex::{CloseReason, Counters, Timeouts, forward};
 pub use upstream::{ConnectError, UpstreamStream, connect};

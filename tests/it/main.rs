@@ -1,5 +1,7 @@
 //! The integration tests: one binary, one module per capability.
 
+mod config_errors;
+mod shutdown;
 mod smoke;
 mod support;
 mod support_selftest;

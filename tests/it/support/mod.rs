@@ -6,6 +6,7 @@
 //! - `kubelet`: certificate directories updated the way kubelet updates a mounted Secret.
 //! - `client`: TLS and WebSocket clients that report which certificate the server presented.
 //! - `echo`: upstream apps (WebSocket echo over TCP or a unix socket, raw TCP listener).
+//! - `process`: the real binary as a child process, its logs and exit status.
 //! - `proxy`: the proxy run in-process on free ports, and its admin endpoint and metrics.
 //! - here: [`wait_until`], the suite's replacement for sleeps, and crypto provider set-up.
 
@@ -17,6 +18,7 @@ pub mod client;
 pub mod echo;
 pub mod key_formats;
 pub mod kubelet;
+pub mod process;
 pub mod proxy;
 
 use std::future::Future;
@@ -34,6 +36,8 @@ pub use client::{
 pub use echo::{EchoServer, raw_upstream_tcp};
 #[allow(unused_imports)]
 pub use kubelet::{KubeletDir, write_plain_pair};
+#[allow(unused_imports)]
+pub use process::{Sidecar, run_to_exit};
 #[allow(unused_imports)]
 pub use proxy::{TestProxy, http_get};
 

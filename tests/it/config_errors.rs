@@ -1,0 +1,103 @@
+//! Bad configuration stops start-up with exit code 64 and a message naming the flag.
+
+use crate::support::*;
+
+async fn assert_refused(args: &[&str], env: &[(&str, &str)], flag: &str) {
+    let (code, stderr) = run_to_exit(args, env).await;
+    assert_eq!(
+        code, 64,
+        "{args:?} {env:?} should exit 64; stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains(flag),
+        "{args:?}: the message should name {flag}: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_upstream_forms_are_refused() {
+    for bad in [
+        "nowhere",
+        "ws://127.0.0.1:8080",
+        "unix:",
+        "127.0.0.1:0",
+        "localhost:http",
+    ] {
+        assert_refused(&["proxy", "--upstream", bad], &[], "--upstream").await;
+    }
+}
+
+#[tokio::test]
+async fn missing_certificate_files_are_refused() {
+    assert_refused(
+        &["proxy", "--cert-dir", "/nonexistent/tls"],
+        &[],
+        "--cert-dir",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tls.crt"), "x").unwrap();
+    let path = dir.path().to_str().unwrap();
+    assert_refused(&["proxy", "--cert-dir", path], &[], "--cert-dir").await;
+}
+
+#[tokio::test]
+async fn unparsable_durations_are_refused() {
+    for flag in [
+        "--handshake-timeout",
+        "--drain-timeout",
+        "--idle-timeout",
+        "--connect-timeout",
+    ] {
+        assert_refused(&["proxy", flag, "soon"], &[], flag).await;
+    }
+    assert_refused(
+        &["proxy", "--handshake-timeout", "0s"],
+        &[],
+        "--handshake-timeout",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn environment_variables_are_checked_like_flags() {
+    let env = [("WSS_SIDECAR_DRAIN_TIMEOUT", "later")];
+    assert_refused(&["proxy"], &env, "--drain-timeout").await;
+    let env = [("WSS_SIDECAR_UPSTREAM", "nowhere")];
+    assert_refused(&["proxy"], &env, "--upstream").await;
+}
+
+#[tokio::test]
+async fn other_bad_flags_are_refused() {
+    assert_refused(
+        &["proxy", "--max-connections", "0"],
+        &[],
+        "--max-connections",
+    )
+    .await;
+    assert_refused(
+        &["proxy", "--max-connections", "many"],
+        &[],
+        "--max-connections",
+    )
+    .await;
+    assert_refused(&["proxy", "--listen", "8443"], &[], "--listen").await;
+    assert_refused(&["proxy", "--log-format", "xml"], &[], "--log-format").await;
+    assert_refused(&["proxy", "--no-such-flag"], &[], "--no-such-flag").await;
+}
+
+#[tokio::test]
+async fn an_address_in_use_is_refused() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let args = ["proxy", "--listen", &addr, "--admin-listen", "off"];
+    assert_refused(&args, &[], "--listen").await;
+}
+
+#[tokio::test]
+async fn help_and_version_exit_zero() {
+    let (code, _) = run_to_exit(&["--version"], &[]).await;
+    assert_eq!(code, 0);
+    let (code, _) = run_to_exit(&["proxy", "--help"], &[]).await;
+    assert_eq!(code, 0);
+}
