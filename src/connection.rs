@@ -73,6 +73,11 @@ pub async fn serve(
     let Some((mut client, mut upstream)) = opened else {
         return;
     };
+    let handshake_ms = millis(started.elapsed());
+    // Only copied out when the per-connection line will be written.
+    let sni = tracing::enabled!(tracing::Level::DEBUG)
+        .then(|| client.get_ref().1.server_name().map(str::to_owned))
+        .flatten();
 
     let (reason, up, down) = forward::forward(
         &mut client,
@@ -83,23 +88,28 @@ pub async fn serve(
     )
     .await;
     Metrics::count(&metrics.connections_closed, reason.reason());
-    match &reason {
-        CloseReason::UpstreamError(err) => {
-            warn!(client.addr = %peer, upstream = %ctx.upstream, error = %err, "upstream connection failed");
-        }
-        CloseReason::ClientError(err) => {
-            debug!(client.addr = %peer, error = %err, "client connection failed")
-        }
-        _ => {}
+    if let CloseReason::UpstreamError(err) = &reason {
+        warn!(client.addr = %peer, upstream = %ctx.upstream, error = %err, "upstream connection failed");
     }
+    // The one line per connection.
     debug!(
         client.addr = %peer,
+        tls.sni = sni.as_deref().unwrap_or(""),
+        handshake_ms,
+        duration_ms = millis(started.elapsed()),
         bytes.client_to_upstream = up,
         bytes.upstream_to_client = down,
-        duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         close.reason = reason.reason(),
+        error = match &reason {
+            CloseReason::ClientError(e) | CloseReason::UpstreamError(e) => e.to_string(),
+            _ => String::new(),
+        },
         "connection closed"
     );
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Handshake, then connect upstream. `None` when the connection ended on the way (already
@@ -123,15 +133,7 @@ async fn open(
         }
     };
     match forward::connect(&ctx.upstream, ctx.connect_timeout).await {
-        Ok(upstream) => {
-            debug!(
-                client.addr = %peer,
-                tls.sni = client.get_ref().1.server_name().unwrap_or(""),
-                handshake_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                "connection opened"
-            );
-            Some((client, upstream))
-        }
+        Ok(upstream) => Some((client, upstream)),
         Err(err) => {
             Metrics::count(&metrics.upstream_connect_failures, err.reason());
             warn!(client.addr = %peer, upstream = %ctx.upstream, error = %err, "cannot reach upstream");

@@ -17,11 +17,20 @@ pub fn generate(provider: &CryptoProvider) -> Result<LoadedCert, CertError> {
     if let Some(host) = host_name() {
         names.push(host);
     }
-    let generated = rcgen::generate_simple_self_signed(names)
-        .map_err(|e| CertError::BadCertificate(e.to_string()))?;
+    let fail = |e: rcgen::Error| CertError::BadCertificate(e.to_string());
+    let mut params = rcgen::CertificateParams::new(names).map_err(fail)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "wss-sidecar self-signed");
+    let now = time::OffsetDateTime::now_utc();
+    // A little slack for clocks behind ours; a year is plenty for a development certificate.
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(365);
+    let key = rcgen::KeyPair::generate().map_err(fail)?;
+    let cert = params.self_signed(&key).map_err(fail)?;
     load_pair(
-        generated.cert.pem().as_bytes(),
-        generated.signing_key.serialize_pem().as_bytes(),
+        cert.pem().as_bytes(),
+        key.serialize_pem().as_bytes(),
         provider,
         SystemTime::now(),
     )
@@ -34,4 +43,23 @@ fn host_name() -> Option<String> {
         .or_else(|| std::env::var("HOSTNAME").ok())?;
     let name = name.trim().to_ascii_lowercase();
     (!name.is_empty() && name != "localhost").then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn covers_localhost_for_a_year() {
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let cert = generate(&provider).unwrap();
+        assert!(
+            cert.names.contains(&"localhost".to_string()),
+            "{:?}",
+            cert.names
+        );
+        let now = super::super::pair::epoch_seconds(SystemTime::now());
+        let days_left = (cert.not_after - now) / 86_400;
+        assert!((364..=365).contains(&days_left), "{days_left} days");
+    }
 }
