@@ -1,0 +1,334 @@
+//! Forwarding: WebSocket messages and close codes pass through unchanged over TCP and unix
+//! upstreams, half-closes pass through at the byte level, and many clients are served at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rustls::ClientConfig;
+use tempfile::TempDir;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Barrier;
+use tokio::time::timeout;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::{Bytes, Message};
+
+use crate::support::*;
+
+/// How long the proxy's metrics may take to reflect a connection that just ended.
+const SETTLE: Duration = Duration::from_secs(10);
+/// Clients in the concurrency test.
+const CONCURRENT_CLIENTS: usize = 50;
+
+/// A proxy with a certificate for `app.test`, and a client configuration that trusts it.
+struct Setup {
+    proxy: TestProxy,
+    client: Arc<ClientConfig>,
+    _cert_dir: TempDir,
+}
+
+async fn start_proxy(upstream: &str) -> Setup {
+    let ca = TestCa::new("forwarding CA");
+    let cert_dir = tempfile::tempdir().expect("tempdir");
+    write_plain_pair(cert_dir.path(), &ca.issue(LeafSpec::new(&["app.test"])));
+    let proxy = TestProxy::start(&[
+        "--upstream",
+        upstream,
+        "--cert-dir",
+        cert_dir.path().to_str().expect("utf-8 path"),
+    ])
+    .await;
+    Setup {
+        proxy,
+        client: client_config(&[ca.cert_der()], &[b"http/1.1"]),
+        _cert_dir: cert_dir,
+    }
+}
+
+/// `len` bytes that no run-length or repeating pattern reproduces (xorshift64).
+fn noise(len: usize) -> Vec<u8> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[3]
+        })
+        .collect()
+}
+
+/// One frame of a fragmented message, sent as is.
+fn fragment(data: impl Into<Bytes>, kind: Data, is_final: bool) -> Message {
+    Message::Frame(Frame::message(data.into(), OpCode::Data(kind), is_final))
+}
+
+/// The next message, bounded by [`IO_TIMEOUT`].
+async fn next_message<S>(ws: &mut WebSocketStream<S>) -> Option<Result<Message, String>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    timeout(IO_TIMEOUT, ws.next())
+        .await
+        .expect("no message or end within IO_TIMEOUT")
+        .map(|r| r.map_err(|e| e.to_string()))
+}
+
+/// Text, binary, a 1 MiB binary, fragmented messages and a close with a code, through `setup`.
+async fn assert_messages_pass_through(setup: &Setup) {
+    let mut ws = ws_connect(setup.proxy.addr, "app.test", setup.client.clone())
+        .await
+        .expect("websocket through the proxy");
+
+    assert_echo(&mut ws, Message::text("héllo, wss ✓")).await;
+    assert_echo(&mut ws, Message::binary(vec![0u8, 1, 2, 0xfe, 0xff])).await;
+    let big = noise(1 << 20);
+    let reply = echo_once(&mut ws, Message::binary(big.clone())).await;
+    let Message::Binary(reply) = reply else {
+        panic!("1 MiB binary came back as another kind: {reply:?}");
+    };
+    assert!(reply[..] == big[..], "1 MiB message differs after the echo");
+
+    // Fragmented text: three frames in, one whole message back.
+    ws.feed(fragment("frag", Data::Text, false))
+        .await
+        .expect("feed");
+    ws.feed(fragment("ment", Data::Continue, false))
+        .await
+        .expect("feed");
+    let reply = echo_once(&mut ws, fragment("ed ✓", Data::Continue, true)).await;
+    assert_eq!(reply, Message::text("fragmented ✓"));
+
+    // Fragmented binary, fragments larger than a TLS record and than the proxy's buffers.
+    let parts = [noise(40_000), noise(70_001), noise(3)];
+    ws.feed(fragment(parts[0].clone(), Data::Binary, false))
+        .await
+        .expect("feed");
+    ws.feed(fragment(parts[1].clone(), Data::Continue, false))
+        .await
+        .expect("feed");
+    let reply = echo_once(&mut ws, fragment(parts[2].clone(), Data::Continue, true)).await;
+    assert!(
+        reply == Message::binary(parts.concat()),
+        "fragmented binary differs: got {} bytes",
+        reply.len()
+    );
+
+    // The app echoes the close frame; its code and reason come back through the proxy.
+    let bye = CloseFrame {
+        code: CloseCode::from(4001),
+        reason: "bye".into(),
+    };
+    ws.close(Some(bye.clone())).await.expect("send close");
+    match next_message(&mut ws).await {
+        Some(Ok(Message::Close(Some(frame)))) => {
+            assert_eq!(u16::from(frame.code), 4001);
+            assert_eq!(frame.reason.as_str(), "bye");
+        }
+        other => panic!("expected the close frame back, got {other:?}"),
+    }
+    // After the closing handshake the app closes its socket, and the proxy passes that on.
+    assert!(
+        next_message(&mut ws).await.is_none(),
+        "stream ends after the close"
+    );
+    drop(ws);
+
+    let proxy = &setup.proxy;
+    wait_until("the proxy counts a clean close", SETTLE, || async {
+        proxy
+            .metric(
+                "wss_sidecar_connections_closed_total",
+                &[("reason", "closed")],
+            )
+            .await
+            == 1.0
+    })
+    .await;
+    let m = proxy.metrics().await;
+    assert_eq!(m.value("wss_sidecar_connections_open", &[]), 0.0);
+    for direction in ["client_to_upstream", "upstream_to_client"] {
+        let bytes = m.value("wss_sidecar_bytes_total", &[("direction", direction)]);
+        assert!(bytes > (1 << 20) as f64, "{direction}: {bytes} bytes");
+    }
+}
+
+#[tokio::test]
+async fn messages_and_close_codes_pass_through_a_tcp_upstream() {
+    let app = EchoServer::start_tcp().await;
+    let setup = start_proxy(&app.addr().to_string()).await;
+    assert_messages_pass_through(&setup).await;
+    assert_eq!(app.connections_accepted(), 1);
+}
+
+#[tokio::test]
+async fn messages_and_close_codes_pass_through_a_unix_socket_upstream() {
+    let sockets = tempfile::tempdir().expect("tempdir");
+    let path = sockets.path().join("app.sock");
+    let app = EchoServer::start_unix(&path).await;
+    let setup = start_proxy(&format!("unix:{}", path.display())).await;
+    assert_messages_pass_through(&setup).await;
+    assert_eq!(app.connections_accepted(), 1);
+}
+
+/// Takes the next socket the raw upstream accepted.
+async fn accepted_upstream(rx: &mut tokio::sync::mpsc::Receiver<TcpStream>) -> TcpStream {
+    timeout(IO_TIMEOUT, rx.recv())
+        .await
+        .expect("the proxy connects upstream in time")
+        .expect("raw upstream still accepting")
+}
+
+/// Reads to the end, bounded by [`IO_TIMEOUT`].
+async fn read_all<R: AsyncRead + Unpin>(reader: &mut R, what: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    timeout(IO_TIMEOUT, reader.read_to_end(&mut out))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no end within {IO_TIMEOUT:?}"))
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    out
+}
+
+#[tokio::test]
+async fn a_client_half_close_reaches_the_upstream_and_the_reply_still_arrives() {
+    let (upstream_addr, mut accepted) = raw_upstream_tcp().await;
+    let setup = start_proxy(&upstream_addr.to_string()).await;
+    let mut client = tls_connect(setup.proxy.addr, "app.test", setup.client.clone())
+        .await
+        .expect("tls through the proxy");
+    let mut upstream = accepted_upstream(&mut accepted).await;
+
+    // More than the proxy's buffers, so the half-close must wait for the data ahead of it.
+    let request = noise(300_000);
+    client.write_all(&request).await.expect("client writes");
+    client.shutdown().await.expect("client close_notify");
+    let received = read_all(&mut upstream, "upstream reading the request").await;
+    assert!(received == request, "upstream got {} bytes", received.len());
+
+    let reply = noise(200_000);
+    upstream.write_all(&reply).await.expect("upstream replies");
+    upstream.shutdown().await.expect("upstream FIN");
+    let got = read_all(&mut client, "client reading the reply").await;
+    assert!(got == reply, "client got {} bytes", got.len());
+    drop((client, upstream));
+
+    let proxy = &setup.proxy;
+    wait_until("the proxy counts a clean close", SETTLE, || async {
+        proxy
+            .metric(
+                "wss_sidecar_connections_closed_total",
+                &[("reason", "closed")],
+            )
+            .await
+            == 1.0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_upstream_half_close_reaches_the_client_and_the_client_can_still_send() {
+    let (upstream_addr, mut accepted) = raw_upstream_tcp().await;
+    let setup = start_proxy(&upstream_addr.to_string()).await;
+    let mut client = tls_connect(setup.proxy.addr, "app.test", setup.client.clone())
+        .await
+        .expect("tls through the proxy");
+    let mut upstream = accepted_upstream(&mut accepted).await;
+
+    let greeting = noise(100_000);
+    upstream
+        .write_all(&greeting)
+        .await
+        .expect("upstream writes");
+    upstream.shutdown().await.expect("upstream FIN");
+    let got = read_all(&mut client, "client reading the greeting").await;
+    assert!(got == greeting, "client got {} bytes", got.len());
+
+    // The client's direction is still open after the upstream's half-close.
+    let late = noise(50_000);
+    client
+        .write_all(&late)
+        .await
+        .expect("client writes after EOF");
+    client.shutdown().await.expect("client close_notify");
+    let received = read_all(&mut upstream, "upstream reading the late bytes").await;
+    assert!(received == late, "upstream got {} bytes", received.len());
+    drop((client, upstream));
+
+    let proxy = &setup.proxy;
+    wait_until("the proxy counts a clean close", SETTLE, || async {
+        proxy
+            .metric(
+                "wss_sidecar_connections_closed_total",
+                &[("reason", "closed")],
+            )
+            .await
+            == 1.0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn many_concurrent_clients_are_all_served() {
+    let app = EchoServer::start_tcp().await;
+    let setup = start_proxy(&app.addr().to_string()).await;
+    // Every client holds its connection open until all have echoed and the test has looked.
+    let all_open = Arc::new(Barrier::new(CONCURRENT_CLIENTS + 1));
+    let may_close = Arc::new(Barrier::new(CONCURRENT_CLIENTS + 1));
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..CONCURRENT_CLIENTS {
+        let (addr, config) = (setup.proxy.addr, setup.client.clone());
+        let (all_open, may_close) = (all_open.clone(), may_close.clone());
+        clients.spawn(async move {
+            let mut ws = ws_connect(addr, "app.test", config)
+                .await
+                .unwrap_or_else(|e| panic!("client {i}: {e}"));
+            for round in 0..3 {
+                assert_echo(&mut ws, Message::text(format!("client {i} round {round}"))).await;
+            }
+            assert_echo(&mut ws, Message::binary(noise(10_000 + i))).await;
+            all_open.wait().await;
+            may_close.wait().await;
+            ws.close(None).await.expect("close");
+            while let Some(Ok(_)) = next_message(&mut ws).await {}
+        });
+    }
+    timeout(Duration::from_secs(30), all_open.wait())
+        .await
+        .expect("all clients connected and echoed within 30 s");
+    let m = setup.proxy.metrics().await;
+    assert_eq!(
+        m.value("wss_sidecar_connections_open", &[]),
+        CONCURRENT_CLIENTS as f64
+    );
+    assert_eq!(
+        m.value("wss_sidecar_connections_total", &[]),
+        CONCURRENT_CLIENTS as f64
+    );
+    assert_eq!(app.live_connections(), CONCURRENT_CLIENTS);
+    may_close.wait().await;
+    while let Some(joined) = clients.join_next().await {
+        joined.expect("client task");
+    }
+
+    let proxy = &setup.proxy;
+    wait_until("every connection is closed", SETTLE, || async {
+        proxy.metric("wss_sidecar_connections_open", &[]).await == 0.0
+    })
+    .await;
+    let m = proxy.metrics().await;
+    assert_eq!(
+        m.value("wss_sidecar_connections_total", &[]),
+        CONCURRENT_CLIENTS as f64
+    );
+    assert_eq!(
+        m.value(
+            "wss_sidecar_connections_closed_total",
+            &[("reason", "closed")]
+        ),
+        CONCURRENT_CLIENTS as f64
+    );
+}
