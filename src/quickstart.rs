@@ -49,24 +49,54 @@ fn demo_config(args: &DemoArgs, listen: SocketAddr, app: SocketAddr) -> ProxyCon
     }
 }
 
-fn announce(config: &ProxyConfig, app: SocketAddr) {
-    let host = if config.listen.ip().is_unspecified() || config.listen.ip().is_loopback() {
-        "localhost".to_string()
+/// `HOST:PORT` for the printed URLs: `localhost` when that reaches the listener (the
+/// certificate names it), else the address itself, with IPv6 in brackets as URLs need.
+fn url_authority(listen: SocketAddr) -> String {
+    let ip = listen.ip();
+    let localhost_reaches_it = ip.is_unspecified()
+        || ip == std::net::IpAddr::from([127, 0, 0, 1])
+        || ip == std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
+    if localhost_reaches_it {
+        format!("localhost:{}", listen.port())
     } else {
-        config.listen.ip().to_string()
-    };
-    let port = config.listen.port();
+        listen.to_string()
+    }
+}
+
+fn announce(config: &ProxyConfig, app: SocketAddr) {
+    let authority = url_authority(config.listen);
     println!(
         "wss-sidecar demo: the echo app listens on ws://{app}/ws, the sidecar terminates TLS in front of it."
     );
     println!();
     println!(
-        "  open   https://{host}:{port}/     (a page whose script talks to the wss:// URL below)"
+        "  open   https://{authority}/     (a page whose script talks to the wss:// URL below)"
     );
-    println!("  or     wss://{host}:{port}/ws");
+    println!("  or     wss://{authority}/ws");
     if let Some(admin) = config.admin_listen {
         println!("  admin  http://{admin}/metrics  /readyz  /healthz");
     }
     println!();
     println!("The certificate is self-signed: accept the browser's warning once. Ctrl-C stops.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_authority;
+
+    #[test]
+    fn printed_urls_use_localhost_or_a_bracketed_address() {
+        let cases = [
+            ("127.0.0.1:8443", "localhost:8443"),
+            ("0.0.0.0:8443", "localhost:8443"),
+            ("[::]:8443", "localhost:8443"),
+            ("[::1]:8443", "localhost:8443"),
+            ("127.0.0.2:8443", "127.0.0.2:8443"),
+            ("192.0.2.7:8443", "192.0.2.7:8443"),
+            ("[2001:db8::7]:8443", "[2001:db8::7]:8443"),
+        ];
+        for (listen, expected) in cases {
+            assert_eq!(url_authority(listen.parse().unwrap()), expected, "{listen}");
+        }
+    }
 }

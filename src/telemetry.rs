@@ -1,5 +1,7 @@
 //! Logging set-up: `tracing` to stderr, as text or JSON lines.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogArgs, LogFormat};
@@ -12,9 +14,11 @@ pub fn init(args: &LogArgs) -> Result<(), String> {
         }
         _ => EnvFilter::try_new(&args.log_level).map_err(|e| format!("--log-level: {e}"))?,
     };
+    // Colour only on a terminal: `kubectl logs` and log collectors would show escape codes.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let result = match args.log_format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder

@@ -1,5 +1,6 @@
 //! The integration tests: one binary, one module per capability.
 
+mod browser;
 mod config_errors;
 mod forwarding;
 mod limits;
