@@ -1,12 +1,15 @@
 //! The integration tests: one binary, one module per capability.
 
 mod browser;
+mod cert_reload;
 mod config_errors;
 mod forwarding;
 mod limits;
+mod metrics;
 mod quickstart;
 mod shutdown;
 mod smoke;
+mod sni;
 mod support;
 mod support_selftest;
 mod upstream_down;
