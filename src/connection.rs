@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::metrics::gauge::Gauge;
-use rustls::ServerConfig;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -26,8 +26,8 @@ const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What every connection task shares.
 pub struct ConnectionContext {
-    /// The TLS server configuration (its resolver reads the certificate store).
-    pub tls: Arc<ServerConfig>,
+    /// The TLS acceptor (its configuration's resolver reads the certificate store).
+    pub tls: TlsAcceptor,
     /// Where the app listens.
     pub upstream: Upstream,
     /// `--handshake-timeout`.

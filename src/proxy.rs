@@ -90,7 +90,7 @@ pub async fn run(
     }
 
     let ctx = Arc::new(ConnectionContext {
-        tls: tls_config,
+        tls: tokio_rustls::TlsAcceptor::from(tls_config),
         upstream: config.upstream.clone(),
         handshake_timeout: config.handshake_timeout,
         connect_timeout: config.connect_timeout,

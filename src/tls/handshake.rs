@@ -1,13 +1,11 @@
 //! One TLS handshake under a deadline; a plain-HTTP request on the TLS port gets a 400.
 
 use std::io;
-use std::sync::Arc;
 
-use rustls::ServerConfig;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_rustls::LazyConfigAcceptor;
+use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 /// What NGINX answers when plain HTTP reaches a TLS port; a person testing with `curl http://`
@@ -50,7 +48,7 @@ impl HandshakeError {
 /// Runs the server side of a TLS handshake on `tcp`, all of it before `deadline`.
 pub async fn accept(
     tcp: TcpStream,
-    config: &Arc<ServerConfig>,
+    acceptor: &TlsAcceptor,
     deadline: Instant,
 ) -> Result<TlsStream<TcpStream>, HandshakeError> {
     // A TLS connection opens with a handshake record (content type 22); anything else is
@@ -69,14 +67,7 @@ pub async fn accept(
         }
         Ok(Ok(_)) => {}
     }
-    let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
-    let start = match tokio::time::timeout_at(deadline, acceptor).await {
-        Err(_) => return Err(HandshakeError::Timeout),
-        Ok(Ok(start)) => start,
-        Ok(Err(err)) if is_eof(&err) => return Err(HandshakeError::Eof(err)),
-        Ok(Err(err)) => return Err(HandshakeError::Tls(err)),
-    };
-    match tokio::time::timeout_at(deadline, start.into_stream(Arc::clone(config))).await {
+    match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
         Err(_) => Err(HandshakeError::Timeout),
         Ok(Ok(stream)) => Ok(stream),
         Ok(Err(err)) if is_eof(&err) => Err(HandshakeError::Eof(err)),
