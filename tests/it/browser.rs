@@ -2,24 +2,20 @@
 //! headless Chromium, and a message typed, sent and echoed over the page's own wss:// socket.
 //!
 //! # Layout
-//! - here: the test, and the demo started as a person would.
+//! - here: the test.
 //! - `chromium`: headless Chromium with a throw-away profile, found on PATH.
 //! - `devtools`: the whole DevTools protocol client, over the suite's WebSocket client.
-//! - `child`: child processes whose output is kept and shown when the test fails.
+//!
+//! The demo is started as a person would, by `support::process::start_demo`.
 
-mod child;
 mod chromium;
 mod devtools;
 
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use tokio::process::Command;
 
-use crate::support::process::binary;
-use child::{Process, spawn_collector};
+use crate::support::process::start_demo;
 use chromium::{Chromium, find_chromium};
 
 /// Bound on every wait in this test: a process start, a DevTools answer, a page condition.
@@ -143,29 +139,4 @@ fn unique_message() -> String {
         .unwrap_or_default()
         .as_nanos();
     format!("héllo ✓ through wss-sidecar {}-{nanos}", std::process::id())
-}
-
-/// Starts `wss-sidecar demo` on free ports; returns it and the https:// URL it printed.
-async fn start_demo() -> (Process, String) {
-    let mut child = Command::new(binary())
-        .args(["demo", "--listen", "127.0.0.1:0", "--admin-listen", "off"])
-        .args(["--app-listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn wss-sidecar demo");
-    let output = Arc::new(Mutex::new(Vec::new()));
-    let url_line = spawn_collector(child.stdout.take(), &output, "https://");
-    spawn_collector(child.stderr.take(), &output, "");
-    let demo = Process {
-        name: "wss-sidecar demo",
-        child,
-        output,
-    };
-    let line = demo.wait_for_line(url_line).await;
-    let start = line.find("https://").unwrap_or_default();
-    let url = line[start..].split_whitespace().next().unwrap_or_default();
-    (demo, url.to_string())
 }

@@ -9,14 +9,13 @@ use std::time::{Duration, Instant};
 
 use rustls::ClientConfig;
 use rustls::pki_types::CertificateDer;
-use tempfile::TempDir;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::*;
 
 /// The name every client in this module asks for; every leaf here carries it.
-const NAME: &str = "app.test";
+const NAME: &str = APP_NAME;
 /// Acceptance 2: new handshakes present a swapped-in certificate within this long.
 const ROTATION_DEADLINE: Duration = Duration::from_secs(2);
 /// Acceptance 2: how many swaps in a row.
@@ -28,52 +27,43 @@ const RELOADS: &str = "wss_sidecar_cert_reloads_total";
 
 /// A proxy serving a kubelet-style Secret volume, in front of an echo app.
 struct Fixture {
-    ca: TestCa,
     kubelet: KubeletDir,
     /// `dir:<path>`, the source label in metrics.
     source: String,
-    config: Arc<ClientConfig>,
-    proxy: TestProxy,
+    served: Served,
     _app: EchoServer,
-    _dir: TempDir,
 }
 
 impl Fixture {
-    /// Publishes `first` into a fresh kubelet dir and starts a proxy on it with `extra` flags.
-    async fn start(ca: TestCa, first: &TestPair, extra: &[&str]) -> Fixture {
+    /// Publishes `first` into a fresh kubelet dir and starts a proxy on it.
+    async fn start(ca: &TestCa, first: &TestPair) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut kubelet = KubeletDir::new(dir.path());
         kubelet.publish_pair(first);
         let app = EchoServer::start_tcp().await;
-        let upstream = app.addr().to_string();
-        let path = dir.path().to_str().expect("utf-8 temp path").to_string();
-        let mut args = vec!["--upstream", &upstream, "--cert-dir", &path];
-        args.extend_from_slice(extra);
-        let proxy = TestProxy::start(&args).await;
-        let config = client_config(&[ca.cert_der()], &[b"http/1.1"]);
+        let served = Served::start_in(ca, dir, &app.addr().to_string(), &[]).await;
         Fixture {
-            ca,
             kubelet,
-            source: format!("dir:{path}"),
-            config,
-            proxy,
+            source: served.source(),
+            served,
             _app: app,
-            _dir: dir,
         }
     }
 
     fn issue(&self, names: &[&str]) -> TestPair {
-        self.ca.issue(LeafSpec::new(names))
+        self.served.ca.issue(LeafSpec::new(names))
     }
 
     async fn reloads(&self, result: &str) -> f64 {
-        self.proxy
+        self.served
+            .proxy
             .metric(RELOADS, &[("source", &self.source), ("result", result)])
             .await
     }
 
     async fn ws(&self) -> WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-        ws_connect(self.proxy.addr, NAME, Arc::clone(&self.config))
+        self.served
+            .ws()
             .await
             .unwrap_or_else(|e| panic!("websocket through the proxy: {e}"))
     }
@@ -144,9 +134,9 @@ async fn kubelet_rotation_is_served_within_two_seconds_and_spares_live_connectio
     let pairs: Vec<TestPair> = (0..=ROTATIONS)
         .map(|i| ca.issue(LeafSpec::new(&[NAME, &format!("rot-{i}.test")])))
         .collect();
-    let mut fx = Fixture::start(ca, &pairs[0], &[]).await;
-    let addr = fx.proxy.addr;
-    assert_presents(addr, &fx.config, &pairs[0], "before any swap").await;
+    let mut fx = Fixture::start(&ca, &pairs[0]).await;
+    let addr = fx.served.proxy.addr;
+    assert_presents(addr, &fx.served.client, &pairs[0], "before any swap").await;
     assert_eq!(fx.reloads("success").await, 1.0, "the first load counts");
 
     let mut live = fx.ws().await;
@@ -163,7 +153,7 @@ async fn kubelet_rotation_is_served_within_two_seconds_and_spares_live_connectio
         let within = ROTATION_DEADLINE.saturating_sub(published.elapsed());
         let failures = await_leaf(
             addr,
-            &fx.config,
+            &fx.served.client,
             pair,
             within,
             &format!("swap {i} is presented to new handshakes (deadline 2 s from the swap)"),
@@ -175,7 +165,11 @@ async fn kubelet_rotation_is_served_within_two_seconds_and_spares_live_connectio
             "swap {i}: handshakes failed during the rotation: {failures:?}"
         );
         assert_echo(&mut live, Message::text(format!("after swap {i}"))).await;
-        let open = fx.proxy.metric("wss_sidecar_connections_open", &[]).await;
+        let open = fx
+            .served
+            .proxy
+            .metric("wss_sidecar_connections_open", &[])
+            .await;
         assert!(
             open >= 1.0,
             "swap {i}: connections_open is {open} with a live WebSocket"
@@ -193,7 +187,7 @@ async fn kubelet_rotation_is_served_within_two_seconds_and_spares_live_connectio
         "one successful reload per swap (slowest swap took {slowest:?})"
     );
     assert_eq!(fx.reloads("failure").await, 0.0, "no reload failed");
-    let refused = fx.proxy.metrics().await;
+    let refused = fx.served.proxy.metrics().await;
     for reason in ["timeout", "not_tls", "eof", "tls"] {
         assert_eq!(
             refused.value(
@@ -212,24 +206,23 @@ async fn kubelet_rotation_is_served_within_two_seconds_and_spares_live_connectio
 async fn refused_pair_keeps_the_previous_one(what: &str, bad: impl FnOnce(&TestCa) -> TestPair) {
     let ca = TestCa::new("refusal CA");
     let good = ca.issue(LeafSpec::new(&[NAME, "good.test"]));
-    let mut fx = Fixture::start(ca, &good, &[]).await;
-    let addr = fx.proxy.addr;
+    let mut fx = Fixture::start(&ca, &good).await;
+    let addr = fx.served.proxy.addr;
     let mut live = fx.ws().await;
     assert_echo(&mut live, Message::text("before")).await;
     assert_eq!(fx.reloads("failure").await, 0.0);
 
-    let bad = bad(&fx.ca);
+    let bad = bad(&ca);
     fx.kubelet.publish_pair(&bad);
-    let proxy = &fx.proxy;
+    // The refusal is visible as a counted reload failure.
     let labels = [("source", fx.source.as_str()), ("result", "failure")];
-    wait_until(
-        &format!("the {what} is refused (reload failure counted)"),
-        WAIT,
-        || async move { proxy.metric(RELOADS, &labels).await >= 1.0 },
-    )
-    .await;
+    fx.served
+        .proxy
+        .wait_for_metric_at_least(RELOADS, &labels, 1.0)
+        .await;
 
-    assert_presents(addr, &fx.config, &good, &format!("after the {what}")).await;
+    let config = &fx.served.client;
+    assert_presents(addr, config, &good, &format!("after the {what}")).await;
     assert_echo(&mut live, Message::text("after the refusal")).await;
     let mut fresh = fx.ws().await;
     assert!(
@@ -242,14 +235,14 @@ async fn refused_pair_keeps_the_previous_one(what: &str, bad: impl FnOnce(&TestC
         1.0,
         "the {what} was not published"
     );
-    let ready = fx.proxy.admin_get("/readyz").await;
+    let ready = fx.served.proxy.admin_get("/readyz").await;
     assert_eq!(ready.0, 200, "still ready after the {what}: {ready:?}");
 
     let next = fx.issue(&[NAME, "recovered.test"]);
     fx.kubelet.publish_pair(&next);
     let failures = await_leaf(
         addr,
-        &fx.config,
+        &fx.served.client,
         &next,
         WAIT,
         &format!("a good pair after the {what} is served"),
@@ -307,27 +300,17 @@ async fn plain_files_rewritten_in_place_are_picked_up() {
     let ca = TestCa::new("plain CA");
     let first = ca.issue(LeafSpec::new(&[NAME, "first.test"]));
     let second = ca.issue(LeafSpec::new(&[NAME, "second.test"]));
-    let dir = tempfile::tempdir().expect("tempdir");
-    write_plain_pair(dir.path(), &first);
     let app = EchoServer::start_tcp().await;
     let upstream = app.addr().to_string();
-    let path = dir.path().to_str().expect("utf-8 path");
-    let proxy = TestProxy::start(&[
-        "--upstream",
-        &upstream,
-        "--cert-dir",
-        path,
-        "--cert-poll-interval",
-        "500ms",
-    ])
-    .await;
-    let config = client_config(&[ca.cert_der()], &[b"http/1.1"]);
-    assert_presents(proxy.addr, &config, &first, "before the rewrite").await;
+    let served =
+        Served::start_with(&ca, &first, &upstream, &["--cert-poll-interval", "500ms"]).await;
+    let (addr, config) = (served.proxy.addr, &served.client);
+    assert_presents(addr, config, &first, "before the rewrite").await;
 
-    write_plain_pair(dir.path(), &second);
+    write_plain_pair(served.cert_dir(), &second);
     await_leaf(
-        proxy.addr,
-        &config,
+        addr,
+        config,
         &second,
         WAIT,
         "the rewritten files are served",
@@ -364,23 +347,15 @@ async fn the_poll_finds_changes_the_watch_cannot_see() {
     link_pair_into(watched.path(), elsewhere.path());
     let app = EchoServer::start_tcp().await;
     let upstream = app.addr().to_string();
-    let path = watched.path().to_str().expect("utf-8 path");
-    let proxy = TestProxy::start(&[
-        "--upstream",
-        &upstream,
-        "--cert-dir",
-        path,
-        "--cert-poll-interval",
-        "500ms",
-    ])
-    .await;
-    let config = client_config(&[ca.cert_der()], &[b"http/1.1"]);
-    assert_presents(proxy.addr, &config, &first, "before the change").await;
+    let served =
+        Served::start_in(&ca, watched, &upstream, &["--cert-poll-interval", "500ms"]).await;
+    let (addr, config) = (served.proxy.addr, &served.client);
+    assert_presents(addr, config, &first, "before the change").await;
 
     replace_pair(elsewhere.path(), &second);
     await_leaf(
-        proxy.addr,
-        &config,
+        addr,
+        config,
         &second,
         WAIT,
         "the poll picks up the change behind the symlinks",
@@ -395,22 +370,16 @@ async fn every_key_kind_and_format_is_served_from_a_directory() {
     let ca = TestCa::new("key kinds CA");
     let app = EchoServer::start_tcp().await;
     let upstream = app.addr().to_string();
-    let config = client_config(&[ca.cert_der()], &[b"http/1.1"]);
     for kind in KeyKind::ALL {
         for &format in kind.formats() {
             let what = format!("{kind:?} key as {format:?}");
             let pair = ca.issue(LeafSpec::new(&[NAME]).key(kind).key_format(format));
-            let dir = tempfile::tempdir().expect("tempdir");
-            write_plain_pair(dir.path(), &pair);
-            let path = dir.path().to_str().expect("utf-8 path");
-            let proxy = TestProxy::start(&["--upstream", &upstream, "--cert-dir", path]).await;
-            assert_presents(proxy.addr, &config, &pair, &what).await;
-            let mut ws = ws_connect(proxy.addr, NAME, Arc::clone(&config))
-                .await
-                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let served = Served::start_with(&ca, &pair, &upstream, &[]).await;
+            assert_presents(served.proxy.addr, &served.client, &pair, &what).await;
+            let mut ws = served.ws().await.unwrap_or_else(|e| panic!("{what}: {e}"));
             assert_echo(&mut ws, Message::text(what.clone())).await;
             drop(ws);
-            proxy.shutdown().await.expect("clean shutdown");
+            served.proxy.shutdown().await.expect("clean shutdown");
         }
     }
 }

@@ -2,8 +2,10 @@
 
 use crate::support::*;
 
+/// `wss-sidecar proxy ARGS…` with `env` must exit 64 with a message naming `flag`.
 async fn assert_refused(args: &[&str], env: &[(&str, &str)], flag: &str) {
-    let (code, stderr) = run_to_exit(args, env).await;
+    let args = [&["proxy"], args].concat();
+    let (code, stderr) = run_to_exit(&args, env).await;
     assert_eq!(
         code, 64,
         "{args:?} {env:?} should exit 64; stderr: {stderr}"
@@ -23,22 +25,17 @@ async fn unknown_upstream_forms_are_refused() {
         "127.0.0.1:0",
         "localhost:http",
     ] {
-        assert_refused(&["proxy", "--upstream", bad], &[], "--upstream").await;
+        assert_refused(&["--upstream", bad], &[], "--upstream").await;
     }
 }
 
 #[tokio::test]
 async fn missing_certificate_files_are_refused() {
-    assert_refused(
-        &["proxy", "--cert-dir", "/nonexistent/tls"],
-        &[],
-        "--cert-dir",
-    )
-    .await;
+    assert_refused(&["--cert-dir", "/nonexistent/tls"], &[], "--cert-dir").await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tls.crt"), "x").unwrap();
     let path = dir.path().to_str().unwrap();
-    assert_refused(&["proxy", "--cert-dir", path], &[], "--cert-dir").await;
+    assert_refused(&["--cert-dir", path], &[], "--cert-dir").await;
 }
 
 #[tokio::test]
@@ -49,48 +46,33 @@ async fn unparsable_durations_are_refused() {
         "--idle-timeout",
         "--connect-timeout",
     ] {
-        assert_refused(&["proxy", flag, "soon"], &[], flag).await;
+        assert_refused(&[flag, "soon"], &[], flag).await;
     }
-    assert_refused(
-        &["proxy", "--handshake-timeout", "0s"],
-        &[],
-        "--handshake-timeout",
-    )
-    .await;
+    assert_refused(&["--handshake-timeout", "0s"], &[], "--handshake-timeout").await;
 }
 
 #[tokio::test]
 async fn environment_variables_are_checked_like_flags() {
     let env = [("WSS_SIDECAR_DRAIN_TIMEOUT", "later")];
-    assert_refused(&["proxy"], &env, "--drain-timeout").await;
+    assert_refused(&[], &env, "--drain-timeout").await;
     let env = [("WSS_SIDECAR_UPSTREAM", "nowhere")];
-    assert_refused(&["proxy"], &env, "--upstream").await;
+    assert_refused(&[], &env, "--upstream").await;
 }
 
 #[tokio::test]
 async fn other_bad_flags_are_refused() {
-    assert_refused(
-        &["proxy", "--max-connections", "0"],
-        &[],
-        "--max-connections",
-    )
-    .await;
-    assert_refused(
-        &["proxy", "--max-connections", "many"],
-        &[],
-        "--max-connections",
-    )
-    .await;
-    assert_refused(&["proxy", "--listen", "8443"], &[], "--listen").await;
-    assert_refused(&["proxy", "--log-format", "xml"], &[], "--log-format").await;
-    assert_refused(&["proxy", "--no-such-flag"], &[], "--no-such-flag").await;
+    assert_refused(&["--max-connections", "0"], &[], "--max-connections").await;
+    assert_refused(&["--max-connections", "many"], &[], "--max-connections").await;
+    assert_refused(&["--listen", "8443"], &[], "--listen").await;
+    assert_refused(&["--log-format", "xml"], &[], "--log-format").await;
+    assert_refused(&["--no-such-flag"], &[], "--no-such-flag").await;
 }
 
 #[tokio::test]
 async fn an_address_in_use_is_refused() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let args = ["proxy", "--listen", &addr, "--admin-listen", "off"];
+    let args = ["--listen", &addr, "--admin-listen", "off"];
     assert_refused(&args, &[], "--listen").await;
 }
 

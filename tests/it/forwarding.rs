@@ -5,12 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use rustls::ClientConfig;
-use tempfile::TempDir;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Barrier;
 use tokio::time::timeout;
+use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -19,35 +18,9 @@ use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 use crate::support::*;
 
-/// How long the proxy's metrics may take to reflect a connection that just ended.
-const SETTLE: Duration = Duration::from_secs(10);
 /// Clients in the concurrency test.
 const CONCURRENT_CLIENTS: usize = 50;
-
-/// A proxy with a certificate for `app.test`, and a client configuration that trusts it.
-struct Setup {
-    proxy: TestProxy,
-    client: Arc<ClientConfig>,
-    _cert_dir: TempDir,
-}
-
-async fn start_proxy(upstream: &str) -> Setup {
-    let ca = TestCa::new("forwarding CA");
-    let cert_dir = tempfile::tempdir().expect("tempdir");
-    write_plain_pair(cert_dir.path(), &ca.issue(LeafSpec::new(&["app.test"])));
-    let proxy = TestProxy::start(&[
-        "--upstream",
-        upstream,
-        "--cert-dir",
-        cert_dir.path().to_str().expect("utf-8 path"),
-    ])
-    .await;
-    Setup {
-        proxy,
-        client: client_config(&[ca.cert_der()], &[b"http/1.1"]),
-        _cert_dir: cert_dir,
-    }
-}
+const CLOSED: &str = "wss_sidecar_connections_closed_total";
 
 /// `len` bytes that no run-length or repeating pattern reproduces (xorshift64).
 fn noise(len: usize) -> Vec<u8> {
@@ -78,11 +51,9 @@ where
         .map(|r| r.map_err(|e| e.to_string()))
 }
 
-/// Text, binary, a 1 MiB binary, fragmented messages and a close with a code, through `setup`.
-async fn assert_messages_pass_through(setup: &Setup) {
-    let mut ws = ws_connect(setup.proxy.addr, "app.test", setup.client.clone())
-        .await
-        .expect("websocket through the proxy");
+/// Text, binary, a 1 MiB binary, fragmented messages and a close with a code, through `served`.
+async fn assert_messages_pass_through(served: &Served) {
+    let mut ws = served.ws().await.expect("websocket through the proxy");
 
     assert_echo(&mut ws, Message::text("héllo, wss ✓")).await;
     assert_echo(&mut ws, Message::binary(vec![0u8, 1, 2, 0xfe, 0xff])).await;
@@ -138,17 +109,10 @@ async fn assert_messages_pass_through(setup: &Setup) {
     );
     drop(ws);
 
-    let proxy = &setup.proxy;
-    wait_until("the proxy counts a clean close", SETTLE, || async {
-        proxy
-            .metric(
-                "wss_sidecar_connections_closed_total",
-                &[("reason", "closed")],
-            )
-            .await
-            == 1.0
-    })
-    .await;
+    let proxy = &served.proxy;
+    proxy
+        .wait_for_metric(CLOSED, &[("reason", "closed")], 1.0)
+        .await;
     let m = proxy.metrics().await;
     assert_eq!(m.value("wss_sidecar_connections_open", &[]), 0.0);
     for direction in ["client_to_upstream", "upstream_to_client"] {
@@ -160,8 +124,8 @@ async fn assert_messages_pass_through(setup: &Setup) {
 #[tokio::test]
 async fn messages_and_close_codes_pass_through_a_tcp_upstream() {
     let app = EchoServer::start_tcp().await;
-    let setup = start_proxy(&app.addr().to_string()).await;
-    assert_messages_pass_through(&setup).await;
+    let served = Served::start(&app.addr().to_string(), &[]).await;
+    assert_messages_pass_through(&served).await;
     assert_eq!(app.connections_accepted(), 1);
 }
 
@@ -170,17 +134,22 @@ async fn messages_and_close_codes_pass_through_a_unix_socket_upstream() {
     let sockets = tempfile::tempdir().expect("tempdir");
     let path = sockets.path().join("app.sock");
     let app = EchoServer::start_unix(&path).await;
-    let setup = start_proxy(&format!("unix:{}", path.display())).await;
-    assert_messages_pass_through(&setup).await;
+    let served = Served::start(&format!("unix:{}", path.display()), &[]).await;
+    assert_messages_pass_through(&served).await;
     assert_eq!(app.connections_accepted(), 1);
 }
 
-/// Takes the next socket the raw upstream accepted.
-async fn accepted_upstream(rx: &mut tokio::sync::mpsc::Receiver<TcpStream>) -> TcpStream {
-    timeout(IO_TIMEOUT, rx.recv())
+/// A proxy in front of a raw TCP upstream, a TLS client through it, and the upstream's end of
+/// that client's connection, for byte-level tests.
+async fn raw_connection() -> (Served, TlsStream<TcpStream>, TcpStream) {
+    let (upstream_addr, mut accepted) = raw_upstream_tcp().await;
+    let served = Served::start(&upstream_addr.to_string(), &[]).await;
+    let client = served.tls().await.expect("tls through the proxy");
+    let upstream = timeout(IO_TIMEOUT, accepted.recv())
         .await
         .expect("the proxy connects upstream in time")
-        .expect("raw upstream still accepting")
+        .expect("raw upstream still accepting");
+    (served, client, upstream)
 }
 
 /// Reads to the end, bounded by [`IO_TIMEOUT`].
@@ -193,97 +162,65 @@ async fn read_all<R: AsyncRead + Unpin>(reader: &mut R, what: &str) -> Vec<u8> {
     out
 }
 
+/// Writes `len` bytes of noise into `from` and half-closes it (FIN, or close_notify over TLS),
+/// then asserts that `to` reads exactly those bytes and then the end.
+async fn send_and_half_close<W, R>(from: &mut W, to: &mut R, len: usize, what: &str)
+where
+    W: AsyncWrite + Unpin,
+    R: AsyncRead + Unpin,
+{
+    let sent = noise(len);
+    from.write_all(&sent)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: write: {e}"));
+    from.shutdown()
+        .await
+        .unwrap_or_else(|e| panic!("{what}: half-close: {e}"));
+    let got = read_all(to, what).await;
+    assert!(got == sent, "{what}: got {} of {len} bytes", got.len());
+}
+
 #[tokio::test]
 async fn a_client_half_close_reaches_the_upstream_and_the_reply_still_arrives() {
-    let (upstream_addr, mut accepted) = raw_upstream_tcp().await;
-    let setup = start_proxy(&upstream_addr.to_string()).await;
-    let mut client = tls_connect(setup.proxy.addr, "app.test", setup.client.clone())
-        .await
-        .expect("tls through the proxy");
-    let mut upstream = accepted_upstream(&mut accepted).await;
+    let (served, mut client, mut upstream) = raw_connection().await;
 
     // More than the proxy's buffers, so the half-close must wait for the data ahead of it.
-    let request = noise(300_000);
-    client.write_all(&request).await.expect("client writes");
-    client.shutdown().await.expect("client close_notify");
-    let received = read_all(&mut upstream, "upstream reading the request").await;
-    assert!(received == request, "upstream got {} bytes", received.len());
-
-    let reply = noise(200_000);
-    upstream.write_all(&reply).await.expect("upstream replies");
-    upstream.shutdown().await.expect("upstream FIN");
-    let got = read_all(&mut client, "client reading the reply").await;
-    assert!(got == reply, "client got {} bytes", got.len());
+    send_and_half_close(&mut client, &mut upstream, 300_000, "the request").await;
+    send_and_half_close(&mut upstream, &mut client, 200_000, "the reply").await;
     drop((client, upstream));
-
-    let proxy = &setup.proxy;
-    wait_until("the proxy counts a clean close", SETTLE, || async {
-        proxy
-            .metric(
-                "wss_sidecar_connections_closed_total",
-                &[("reason", "closed")],
-            )
-            .await
-            == 1.0
-    })
-    .await;
+    served
+        .proxy
+        .wait_for_metric(CLOSED, &[("reason", "closed")], 1.0)
+        .await;
 }
 
 #[tokio::test]
 async fn an_upstream_half_close_reaches_the_client_and_the_client_can_still_send() {
-    let (upstream_addr, mut accepted) = raw_upstream_tcp().await;
-    let setup = start_proxy(&upstream_addr.to_string()).await;
-    let mut client = tls_connect(setup.proxy.addr, "app.test", setup.client.clone())
-        .await
-        .expect("tls through the proxy");
-    let mut upstream = accepted_upstream(&mut accepted).await;
+    let (served, mut client, mut upstream) = raw_connection().await;
 
-    let greeting = noise(100_000);
-    upstream
-        .write_all(&greeting)
-        .await
-        .expect("upstream writes");
-    upstream.shutdown().await.expect("upstream FIN");
-    let got = read_all(&mut client, "client reading the greeting").await;
-    assert!(got == greeting, "client got {} bytes", got.len());
-
+    send_and_half_close(&mut upstream, &mut client, 100_000, "the greeting").await;
     // The client's direction is still open after the upstream's half-close.
-    let late = noise(50_000);
-    client
-        .write_all(&late)
-        .await
-        .expect("client writes after EOF");
-    client.shutdown().await.expect("client close_notify");
-    let received = read_all(&mut upstream, "upstream reading the late bytes").await;
-    assert!(received == late, "upstream got {} bytes", received.len());
+    send_and_half_close(&mut client, &mut upstream, 50_000, "the late bytes").await;
     drop((client, upstream));
-
-    let proxy = &setup.proxy;
-    wait_until("the proxy counts a clean close", SETTLE, || async {
-        proxy
-            .metric(
-                "wss_sidecar_connections_closed_total",
-                &[("reason", "closed")],
-            )
-            .await
-            == 1.0
-    })
-    .await;
+    served
+        .proxy
+        .wait_for_metric(CLOSED, &[("reason", "closed")], 1.0)
+        .await;
 }
 
 #[tokio::test]
 async fn many_concurrent_clients_are_all_served() {
     let app = EchoServer::start_tcp().await;
-    let setup = start_proxy(&app.addr().to_string()).await;
+    let served = Served::start(&app.addr().to_string(), &[]).await;
     // Every client holds its connection open until all have echoed and the test has looked.
     let all_open = Arc::new(Barrier::new(CONCURRENT_CLIENTS + 1));
     let may_close = Arc::new(Barrier::new(CONCURRENT_CLIENTS + 1));
     let mut clients = tokio::task::JoinSet::new();
     for i in 0..CONCURRENT_CLIENTS {
-        let (addr, config) = (setup.proxy.addr, setup.client.clone());
+        let (addr, config) = (served.proxy.addr, served.client.clone());
         let (all_open, may_close) = (all_open.clone(), may_close.clone());
         clients.spawn(async move {
-            let mut ws = ws_connect(addr, "app.test", config)
+            let mut ws = ws_connect(addr, APP_NAME, config)
                 .await
                 .unwrap_or_else(|e| panic!("client {i}: {e}"));
             for round in 0..3 {
@@ -299,7 +236,7 @@ async fn many_concurrent_clients_are_all_served() {
     timeout(Duration::from_secs(30), all_open.wait())
         .await
         .expect("all clients connected and echoed within 30 s");
-    let m = setup.proxy.metrics().await;
+    let m = served.proxy.metrics().await;
     assert_eq!(
         m.value("wss_sidecar_connections_open", &[]),
         CONCURRENT_CLIENTS as f64
@@ -314,21 +251,17 @@ async fn many_concurrent_clients_are_all_served() {
         joined.expect("client task");
     }
 
-    let proxy = &setup.proxy;
-    wait_until("every connection is closed", SETTLE, || async {
-        proxy.metric("wss_sidecar_connections_open", &[]).await == 0.0
-    })
-    .await;
+    let proxy = &served.proxy;
+    proxy
+        .wait_for_metric("wss_sidecar_connections_open", &[], 0.0)
+        .await;
     let m = proxy.metrics().await;
     assert_eq!(
         m.value("wss_sidecar_connections_total", &[]),
         CONCURRENT_CLIENTS as f64
     );
     assert_eq!(
-        m.value(
-            "wss_sidecar_connections_closed_total",
-            &[("reason", "closed")]
-        ),
+        m.value(CLOSED, &[("reason", "closed")]),
         CONCURRENT_CLIENTS as f64
     );
 }

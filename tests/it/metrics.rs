@@ -38,69 +38,22 @@ fn not_after_of(pair: &TestPair) -> f64 {
     cert.validity().not_after.timestamp() as f64
 }
 
-/// Awaits `name{labels}` reaching at least `at_least`.
-async fn await_metric(proxy: &TestProxy, name: &str, labels: &[(&str, &str)], at_least: f64) {
-    wait_until(
-        &format!("{name}{labels:?} reaches {at_least}"),
-        WAIT,
-        || async move { proxy.metric(name, labels).await >= at_least },
-    )
-    .await;
-}
-
-/// Awaits `name{labels}` being exactly `value`.
-async fn await_exactly(proxy: &TestProxy, name: &str, labels: &[(&str, &str)], value: f64) {
-    wait_until(
-        &format!("{name}{labels:?} is {value}"),
-        WAIT,
-        || async move { proxy.metric(name, labels).await == value },
-    )
-    .await;
-}
-
-/// A proxy with one certificate directory in front of an echo app.
-struct Served {
-    ca: TestCa,
-    pair: TestPair,
-    path: String,
-    proxy: TestProxy,
-    _app: EchoServer,
-    _dir: tempfile::TempDir,
-}
-
-async fn serve(extra: &[&str]) -> Served {
-    let ca = TestCa::new("metrics CA");
-    let pair = ca.issue(LeafSpec::new(&[NAME]));
-    let dir = tempfile::tempdir().expect("tempdir");
-    write_plain_pair(dir.path(), &pair);
+/// An echo app, and a proxy in front of it with `extra` flags.
+async fn serve(extra: &[&str]) -> (EchoServer, Served) {
     let app = EchoServer::start_tcp().await;
-    let upstream = app.addr().to_string();
-    let path = dir.path().to_str().expect("utf-8 path").to_string();
-    let mut args = vec!["--upstream", &upstream, "--cert-dir", &path];
-    args.extend_from_slice(extra);
-    let proxy = TestProxy::start(&args).await;
-    Served {
-        ca,
-        pair,
-        path,
-        proxy,
-        _app: app,
-        _dir: dir,
-    }
+    let served = Served::start(&app.addr().to_string(), extra).await;
+    (app, served)
 }
 
 #[tokio::test]
 async fn connection_and_byte_counters_follow_a_websocket() {
-    let s = serve(&[]).await;
+    let (_app, s) = serve(&[]).await;
     let proxy = &s.proxy;
     let before = proxy.metrics().await;
     assert_eq!(before.value(ACCEPTED, &[]), 0.0);
     assert_eq!(before.value(OPEN, &[]), 0.0);
 
-    let config = client_config(&[s.ca.cert_der()], &[b"http/1.1"]);
-    let mut ws = ws_connect(proxy.addr, NAME, config)
-        .await
-        .expect("websocket");
+    let mut ws = s.ws().await.expect("websocket");
     let open = proxy.metrics().await;
     assert_eq!(open.value(ACCEPTED, &[]), 1.0, "one connection accepted");
     assert_eq!(open.value(OPEN, &[]), 1.0, "one connection open");
@@ -125,17 +78,16 @@ async fn connection_and_byte_counters_follow_a_websocket() {
     ws.close(None).await.expect("send close");
     while let Some(Ok(_)) = ws.next().await {}
     drop(ws);
-    await_exactly(proxy, OPEN, &[], 0.0).await;
-    await_exactly(proxy, CLOSED, &[("reason", "closed")], 1.0).await;
+    proxy.wait_for_metric(OPEN, &[], 0.0).await;
+    proxy
+        .wait_for_metric(CLOSED, &[("reason", "closed")], 1.0)
+        .await;
     let after = proxy.metrics().await;
     assert_eq!(after.value(ACCEPTED, &[]), 1.0);
     assert!(after.value(BYTES, &[("direction", "client_to_upstream")]) >= up);
 
     // A second connection counts again, and its bytes add to the same counters.
-    let config = client_config(&[s.ca.cert_der()], &[b"http/1.1"]);
-    let mut ws = ws_connect(proxy.addr, NAME, config)
-        .await
-        .expect("websocket");
+    let mut ws = s.ws().await.expect("websocket");
     assert_echo(&mut ws, Message::binary(vec![1u8; N])).await;
     let again = proxy.metrics().await;
     assert_eq!(again.value(ACCEPTED, &[]), 2.0);
@@ -145,13 +97,15 @@ async fn connection_and_byte_counters_follow_a_websocket() {
     ws.send(Message::Close(None)).await.expect("send close");
     while let Some(Ok(_)) = ws.next().await {}
     drop(ws);
-    await_exactly(proxy, OPEN, &[], 0.0).await;
-    await_exactly(proxy, CLOSED, &[("reason", "closed")], 2.0).await;
+    proxy.wait_for_metric(OPEN, &[], 0.0).await;
+    proxy
+        .wait_for_metric(CLOSED, &[("reason", "closed")], 2.0)
+        .await;
 }
 
 #[tokio::test]
 async fn handshake_failures_are_counted_by_reason() {
-    let s = serve(&["--handshake-timeout", "1s"]).await;
+    let (_app, s) = serve(&["--handshake-timeout", "1s"]).await;
     let proxy = &s.proxy;
     let addr = proxy.addr;
 
@@ -165,7 +119,9 @@ async fn handshake_failures_are_counted_by_reason() {
         err.to_string().to_lowercase().contains("certificate"),
         "client side: {err}"
     );
-    await_exactly(proxy, HANDSHAKE_FAILURES, &[("reason", "tls")], 1.0).await;
+    proxy
+        .wait_for_metric(HANDSHAKE_FAILURES, &[("reason", "tls")], 1.0)
+        .await;
 
     // Plain HTTP on the TLS port gets a readable 400.
     let mut tcp = TcpStream::connect(addr).await.expect("connect");
@@ -182,15 +138,21 @@ async fn handshake_failures_are_counted_by_reason() {
         "{}",
         String::from_utf8_lossy(&answer)
     );
-    await_exactly(proxy, HANDSHAKE_FAILURES, &[("reason", "not_tls")], 1.0).await;
+    proxy
+        .wait_for_metric(HANDSHAKE_FAILURES, &[("reason", "not_tls")], 1.0)
+        .await;
 
     // A client that connects and leaves without a word.
     drop(TcpStream::connect(addr).await.expect("connect"));
-    await_exactly(proxy, HANDSHAKE_FAILURES, &[("reason", "eof")], 1.0).await;
+    proxy
+        .wait_for_metric(HANDSHAKE_FAILURES, &[("reason", "eof")], 1.0)
+        .await;
 
     // A client that connects and says nothing until --handshake-timeout.
     let silent = TcpStream::connect(addr).await.expect("connect");
-    await_exactly(proxy, HANDSHAKE_FAILURES, &[("reason", "timeout")], 1.0).await;
+    proxy
+        .wait_for_metric(HANDSHAKE_FAILURES, &[("reason", "timeout")], 1.0)
+        .await;
     drop(silent);
 
     let m = proxy.metrics().await;
@@ -199,7 +161,7 @@ async fn handshake_failures_are_counted_by_reason() {
         4.0,
         "every failed client was accepted first"
     );
-    await_exactly(proxy, OPEN, &[], 0.0).await;
+    proxy.wait_for_metric(OPEN, &[], 0.0).await;
     for reason in ["tls", "not_tls", "eof", "timeout"] {
         assert_eq!(
             m.value(HANDSHAKE_FAILURES, &[("reason", reason)]),
@@ -212,10 +174,6 @@ async fn handshake_failures_are_counted_by_reason() {
 
 #[tokio::test]
 async fn upstream_connect_failures_are_counted_and_answered_with_502() {
-    let ca = TestCa::new("upstream CA");
-    let pair = ca.issue(LeafSpec::new(&[NAME]));
-    let dir = tempfile::tempdir().expect("tempdir");
-    write_plain_pair(dir.path(), &pair);
     // A port that was just free: nothing listens there.
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -223,23 +181,15 @@ async fn upstream_connect_failures_are_counted_and_answered_with_502() {
         .local_addr()
         .expect("addr")
         .to_string();
-    let proxy = TestProxy::start(&[
-        "--upstream",
-        &closed,
-        "--cert-dir",
-        dir.path().to_str().expect("utf-8 path"),
-    ])
-    .await;
-    let config = client_config(&[ca.cert_der()], &[b"http/1.1"]);
-    let err = ws_connect(proxy.addr, NAME, config)
-        .await
-        .expect_err("no upstream, no WebSocket");
+    let served = Served::start(&closed, &[]).await;
+    let proxy = &served.proxy;
+    let err = served.ws().await.expect_err("no upstream, no WebSocket");
     assert!(err.contains("502"), "the client is told 502: {err}");
     let m = proxy.metrics().await;
     assert_eq!(m.value(UPSTREAM_FAILURES, &[("reason", "refused")]), 1.0);
     assert_eq!(m.value(HANDSHAKE_FAILURES, &[("reason", "tls")]), 0.0);
     assert_eq!(m.value(ACCEPTED, &[]), 1.0);
-    await_exactly(&proxy, OPEN, &[], 0.0).await;
+    proxy.wait_for_metric(OPEN, &[], 0.0).await;
 }
 
 #[tokio::test]
@@ -251,10 +201,9 @@ async fn certificate_metrics_describe_what_each_source_serves() {
     let mut kubelet = KubeletDir::new(dir.path());
     kubelet.publish_pair(&first);
     let app = EchoServer::start_tcp().await;
-    let upstream = app.addr().to_string();
-    let path = dir.path().to_str().expect("utf-8 path");
-    let proxy = TestProxy::start(&["--upstream", &upstream, "--cert-dir", path]).await;
-    let source = format!("dir:{path}");
+    let served = Served::start_in(&ca, dir, &app.addr().to_string(), &[]).await;
+    let proxy = &served.proxy;
+    let source = served.source();
     let src = [("source", source.as_str())];
     let success = [("source", source.as_str()), ("result", "success")];
     let failure = [("source", source.as_str()), ("result", "failure")];
@@ -275,7 +224,7 @@ async fn certificate_metrics_describe_what_each_source_serves() {
     let second = ca.issue(spec);
     assert_ne!(not_after_of(&first), not_after_of(&second));
     kubelet.publish_pair(&second);
-    await_metric(&proxy, RELOADS, &success, 2.0).await;
+    proxy.wait_for_metric_at_least(RELOADS, &success, 2.0).await;
     let m = proxy.metrics().await;
     assert_eq!(m.value(NOT_AFTER, &src), not_after_of(&second));
     let reloaded_at = m.value(LAST_RELOAD, &src);
@@ -283,7 +232,7 @@ async fn certificate_metrics_describe_what_each_source_serves() {
 
     // A refused pair counts as a failure and changes neither gauge.
     kubelet.publish_pair(&ca.issue(LeafSpec::new(&[NAME]).expired()));
-    await_metric(&proxy, RELOADS, &failure, 1.0).await;
+    proxy.wait_for_metric_at_least(RELOADS, &failure, 1.0).await;
     let m = proxy.metrics().await;
     assert_eq!(m.value(NOT_AFTER, &src), not_after_of(&second));
     assert_eq!(m.value(LAST_RELOAD, &src), reloaded_at);
@@ -292,7 +241,10 @@ async fn certificate_metrics_describe_what_each_source_serves() {
 
 #[tokio::test]
 async fn health_and_readiness_while_serving() {
-    let s = serve(&[]).await;
+    let ca = TestCa::new("metrics CA");
+    let pair = ca.issue(LeafSpec::new(&[NAME]));
+    let app = EchoServer::start_tcp().await;
+    let s = Served::start_with(&ca, &pair, &app.addr().to_string(), &[]).await;
     let (status, body) = s.proxy.admin_get("/healthz").await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = s.proxy.admin_get("/readyz").await;
@@ -302,10 +254,10 @@ async fn health_and_readiness_while_serving() {
     for family in [OPEN, ACCEPTED, BYTES, NOT_AFTER, RELOADS, LAST_RELOAD] {
         assert!(body.contains(family), "/metrics has no {family}:\n{body}");
     }
-    let source = format!("dir:{}", s.path);
+    let source = s.source();
     assert_eq!(
         s.proxy.metric(NOT_AFTER, &[("source", &source)]).await,
-        not_after_of(&s.pair)
+        not_after_of(&pair)
     );
 }
 
@@ -319,8 +271,7 @@ async fn readiness_waits_for_a_valid_certificate() {
     write_plain_pair(dir.path(), &expired);
     let app = EchoServer::start_tcp().await;
     let upstream = app.addr().to_string();
-    let path = dir.path().to_str().expect("utf-8 path");
-    let proxy = TestProxy::start_unready(&["--upstream", &upstream, "--cert-dir", path]).await;
+    let proxy = TestProxy::start_unready(&serving_args(&upstream, dir.path(), &[])).await;
     let admin = proxy.admin;
     wait_until(
         "/readyz says no valid certificate is loaded",
@@ -335,7 +286,7 @@ async fn readiness_waits_for_a_valid_certificate() {
     .await;
     let (status, body) = proxy.admin_get("/healthz").await;
     assert_eq!(status, 200, "alive while not ready: {body}");
-    let source = format!("dir:{path}");
+    let source = format!("dir:{}", dir.path().display());
     let m = proxy.metrics().await;
     assert_eq!(
         m.value(RELOADS, &[("source", &source), ("result", "failure")]),

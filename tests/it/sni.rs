@@ -4,88 +4,18 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tempfile::TempDir;
 
 use crate::support::*;
 
-/// Accepts whatever certificate the server presents, for any name, so a test can see which
-/// certificate the fallback picked even when it does not cover the name asked for. Handshake
-/// signatures are still checked, so the server must hold the key of what it presents.
-#[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// A client that reports the presented certificate without judging it; resumption off so
-/// every connection makes a full handshake and a fresh certificate choice.
-fn any_certificate_client() -> Arc<ClientConfig> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .expect("default protocol versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-        .with_no_client_auth();
-    config.resumption = rustls::client::Resumption::disabled();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
-}
-
 /// Certificate directories, one pair each, and a proxy serving them in the given order.
-struct Served {
+struct ServedDirs {
     proxy: TestProxy,
     _dirs: Vec<TempDir>,
     _app: EchoServer,
 }
 
-async fn serve(pairs: &[&TestPair]) -> Served {
+async fn serve(pairs: &[&TestPair]) -> ServedDirs {
     let app = EchoServer::start_tcp().await;
     let upstream = app.addr().to_string();
     let dirs: Vec<TempDir> = pairs
@@ -103,7 +33,7 @@ async fn serve(pairs: &[&TestPair]) -> Served {
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let proxy = TestProxy::start(&args).await;
-    Served {
+    ServedDirs {
         proxy,
         _dirs: dirs,
         _app: app,
@@ -113,7 +43,9 @@ async fn serve(pairs: &[&TestPair]) -> Served {
 /// Handshakes with `server_name` as SNI (an IP literal sends none) and asserts that `want`'s
 /// leaf is presented.
 async fn assert_selects(addr: SocketAddr, server_name: &str, want: &TestPair, want_label: &str) {
-    let tls = tls_connect(addr, server_name, any_certificate_client())
+    // The client takes any certificate, so it sees which one the fallback picked even when
+    // it does not cover the name asked for.
+    let tls = tls_connect(addr, server_name, any_certificate_config())
         .await
         .unwrap_or_else(|e| panic!("handshake as {server_name:?}: {e}"));
     let leaf = peer_leaf(&tls);

@@ -8,8 +8,8 @@ use serde_json::json;
 use tokio::process::Command;
 
 use super::STEP_TIMEOUT;
-use super::child::{Process, spawn_collector};
 use super::devtools::DevTools;
+use crate::support::child::{Process, spawn_collector};
 
 /// Chromium's flags. Headless as root needs `--no-sandbox`; the `--disable-*` ones keep it
 /// from reaching for the internet (update checks, sync, QUIC probes), which a test machine may
@@ -89,7 +89,7 @@ impl Chromium {
             child,
             output,
         };
-        let line = process.wait_for_line(listening).await;
+        let line = process.wait_for_line(listening, STEP_TIMEOUT).await;
         let endpoint = line
             .split_once("DevTools listening on ")
             .map(|(_, url)| url.trim().to_string())

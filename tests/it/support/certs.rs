@@ -2,6 +2,7 @@
 //!
 //! Everything is made fresh with rcgen, so no certificate in the repository can expire.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
@@ -168,10 +169,11 @@ impl TestPair {
     }
 }
 
-/// A private certificate authority (ECDSA P-256) that issues leaves for tests.
-#[derive(Debug)]
+/// A private certificate authority (ECDSA P-256) that issues leaves for tests. Clones are
+/// handles to the same CA, so a proxy fixture can keep one while the test issues more leaves.
+#[derive(Debug, Clone)]
 pub struct TestCa {
-    issuer: CertifiedIssuer<'static, KeyPair>,
+    issuer: Arc<CertifiedIssuer<'static, KeyPair>>,
 }
 
 impl TestCa {
@@ -192,7 +194,9 @@ impl TestCa {
         params.not_after = (now + 365 * DAY).into();
         let key = KeyPair::generate().expect("generate CA key");
         let issuer = CertifiedIssuer::self_signed(params, key).expect("self-sign CA");
-        TestCa { issuer }
+        TestCa {
+            issuer: Arc::new(issuer),
+        }
     }
 
     pub fn cert_pem(&self) -> String {

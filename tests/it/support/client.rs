@@ -12,16 +12,18 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use rustls::client::Resumption;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 /// How long any single connect, handshake or reply may take before a test gives up.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,6 +54,73 @@ pub fn client_config(roots: &[CertificateDer<'static>], alpn: &[&[u8]]) -> Arc<C
     config.resumption = Resumption::disabled();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
+}
+
+/// A client config that accepts whatever certificate the server presents, for any name, as a
+/// person clicking through the browser's warning does, or so a test can see which certificate
+/// the server picked even when it does not cover the name asked for. Handshake signatures are
+/// still checked, so the server must hold the key of what it presents. Resumption is off and
+/// `http/1.1` is offered, as in [`client_config`].
+pub fn any_certificate_config() -> Arc<ClientConfig> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc-rs supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    config.resumption = Resumption::disabled();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// The verifier behind [`any_certificate_config`].
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// TCP connect then TLS handshake, sending `server_name` as SNI (an IP literal sends none).
@@ -125,14 +194,27 @@ where
     let tls = tls_connect(addr, server_name, config)
         .await
         .map_err(|e| format!("tls connect to {addr} as {server_name}: {e}"))?;
-    let (ws, _response) = with_timeout(async {
-        tokio_tungstenite::client_async_with_config(request, tls, Some(ws_config()))
-            .await
-            .map_err(io::Error::other)
-    })
-    .await
-    .map_err(|e| format!("websocket upgrade via {addr}: {e}"))?;
-    Ok(ws)
+    ws_upgrade(tls, request)
+        .await
+        .map_err(|e| format!("websocket upgrade via {addr}: {e}"))
+}
+
+/// The WebSocket upgrade over an already open stream, bounded by [`IO_TIMEOUT`]: a timeout is
+/// an I/O error. The error is tungstenite's own, so a test can look at a refused upgrade's
+/// HTTP response.
+pub async fn ws_upgrade<S, R>(stream: S, request: R) -> Result<WebSocketStream<S>, WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    R: IntoClientRequest + Unpin,
+{
+    let upgrade = tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config()));
+    match tokio::time::timeout(IO_TIMEOUT, upgrade).await {
+        Ok(upgraded) => upgraded.map(|(ws, _response)| ws),
+        Err(_) => Err(WsError::Io(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no upgrade within {IO_TIMEOUT:?}"),
+        ))),
+    }
 }
 
 /// Sends `msg` and returns the next data message (pings and pongs are skipped), or why not.

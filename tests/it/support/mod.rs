@@ -6,20 +6,25 @@
 //! - `kubelet`: certificate directories updated the way kubelet updates a mounted Secret.
 //! - `client`: TLS and WebSocket clients that report which certificate the server presented.
 //! - `echo`: upstream apps (WebSocket echo over TCP or a unix socket, raw TCP listener).
-//! - `process`: the real binary as a child process, its logs and exit status.
+//! - `child`: child processes whose output is kept and shown when the test fails.
+//! - `process`: the real binary as a child process (the proxy, or the demo), its logs and
+//!   exit status.
 //! - `proxy`: the proxy run in-process on free ports, and its admin endpoint and metrics.
+//! - `served`: that proxy serving `app.test` from a fresh CA, with a client that trusts it.
 //! - here: [`wait_until`], the suite's replacement for sleeps, and crypto provider set-up.
 
 // Shared helpers: not every test module uses every one, and unused items in a test binary warn.
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod child;
 pub mod client;
 pub mod echo;
 pub mod key_formats;
 pub mod kubelet;
 pub mod process;
 pub mod proxy;
+pub mod served;
 
 use std::future::Future;
 use std::time::Duration;
@@ -29,8 +34,8 @@ use std::time::Duration;
 pub use certs::{KeyFormat, KeyKind, LeafSpec, TestCa, TestPair, Validity};
 #[allow(unused_imports)]
 pub use client::{
-    IO_TIMEOUT, assert_echo, client_config, echo_once, leaf_names, peer_leaf, tls_connect,
-    try_echo_once, ws_config, ws_connect, ws_connect_with,
+    IO_TIMEOUT, any_certificate_config, assert_echo, client_config, echo_once, leaf_names,
+    peer_leaf, tls_connect, try_echo_once, ws_config, ws_connect, ws_connect_with, ws_upgrade,
 };
 #[allow(unused_imports)]
 pub use echo::{EchoServer, raw_upstream_tcp};
@@ -39,14 +44,28 @@ pub use kubelet::{KubeletDir, write_plain_pair};
 #[allow(unused_imports)]
 pub use process::{Sidecar, run_to_exit};
 #[allow(unused_imports)]
-pub use proxy::{TestProxy, http_get};
+pub use proxy::{METRIC_WAIT, TestProxy, http_get, serving_args};
+#[allow(unused_imports)]
+pub use served::{APP_NAME, Served};
 
 /// How often [`wait_until`] re-checks its condition.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Polls `condition` every 20 ms until it holds; panics naming `what` after `timeout`.
 /// Tests await the state they need with this instead of sleeping for a guessed time.
-pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    if !poll_until(timeout, condition).await {
+        panic!("timed out after {timeout:?} waiting until {what}");
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds (true) or `timeout` passes (false), for
+/// helpers that add to [`wait_until`]'s panic message.
+pub async fn poll_until<F, Fut>(timeout: Duration, mut condition: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -54,10 +73,10 @@ where
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if condition().await {
-            return;
+            return true;
         }
         if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting until {what}");
+            return false;
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }

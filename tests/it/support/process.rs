@@ -8,6 +8,12 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use super::child::{Process, spawn_collector};
+
+/// How long `wss-sidecar demo` may take to print its URL: well under a second on a quiet
+/// machine; 20 s absorbs a loaded CI one.
+const DEMO_START_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// The path of the binary under test.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_wss-sidecar")
@@ -88,6 +94,32 @@ impl Sidecar {
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()
     }
+}
+
+/// Starts `wss-sidecar demo` on free ports, as the README's quick start runs it; returns it
+/// (its output is shown if the test fails) and the https:// URL it printed.
+pub async fn start_demo() -> (Process, String) {
+    let mut child = Command::new(binary())
+        .args(["demo", "--listen", "127.0.0.1:0", "--admin-listen", "off"])
+        .args(["--app-listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn wss-sidecar demo");
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let url_line = spawn_collector(child.stdout.take(), &output, "https://");
+    spawn_collector(child.stderr.take(), &output, "");
+    let demo = Process {
+        name: "wss-sidecar demo",
+        child,
+        output,
+    };
+    let line = demo.wait_for_line(url_line, DEMO_START_TIMEOUT).await;
+    let start = line.find("https://").unwrap_or_default();
+    let url = line[start..].split_whitespace().next().unwrap_or_default();
+    (demo, url.to_string())
 }
 
 /// Runs the binary to completion with `args`: (exit code, stderr).

@@ -1,6 +1,8 @@
 //! The proxy run in-process on 127.0.0.1:0, plus plain-HTTP access to its admin endpoint.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use clap::Parser;
@@ -10,6 +12,19 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use wss_sidecar::config::{Cli, Command};
 use wss_sidecar::proxy::{self, Listeners, RunError};
+
+/// How long [`TestProxy::wait_for_metric`] waits: the metrics may trail the event they count
+/// (a connection task records its close after the client has seen the socket end).
+pub const METRIC_WAIT: Duration = Duration::from_secs(10);
+
+/// The flags of a proxy forwarding to `upstream` with its certificate from `cert_dir`, then
+/// `extra`: `--upstream UPSTREAM --cert-dir DIR EXTRA…`.
+pub fn serving_args<'a>(upstream: &'a str, cert_dir: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let cert_dir = cert_dir.to_str().expect("utf-8 cert dir path");
+    let mut args = vec!["--upstream", upstream, "--cert-dir", cert_dir];
+    args.extend_from_slice(extra);
+    args
+}
 
 /// A running proxy. Its flags are the real `wss-sidecar proxy` flags, parsed by the real
 /// parser; only the listeners are bound here, on free ports.
@@ -121,6 +136,43 @@ impl TestProxy {
     /// One sample's value, 0 when absent (Prometheus counters with no events yet are absent).
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.metrics().await.value(name, labels)
+    }
+
+    /// Waits up to [`METRIC_WAIT`] until `name{labels}` is exactly `value`.
+    pub async fn wait_for_metric(&self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.wait_for_metric_where(name, labels, &format!("is {value}"), |v| v == value)
+            .await;
+    }
+
+    /// Waits up to [`METRIC_WAIT`] until `name{labels}` is at least `value`.
+    pub async fn wait_for_metric_at_least(&self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.wait_for_metric_where(name, labels, &format!("reaches {value}"), |v| v >= value)
+            .await;
+    }
+
+    async fn wait_for_metric_where(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        wanted: &str,
+        holds: impl Fn(f64) -> bool,
+    ) {
+        let last = Cell::new(None);
+        let (last, holds) = (&last, &holds);
+        let reached = super::poll_until(METRIC_WAIT, || async move {
+            let value = self.metric(name, labels).await;
+            last.set(Some(value));
+            holds(value)
+        })
+        .await;
+        if !reached {
+            let last = last
+                .get()
+                .map_or("never scraped".to_string(), |v| format!("last {v}"));
+            panic!(
+                "timed out after {METRIC_WAIT:?} waiting until {name}{labels:?} {wanted} ({last})"
+            );
+        }
     }
 }
 

@@ -1,28 +1,30 @@
 //! Child processes whose output is read as it comes, kept, and shown when the test fails.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Child;
 use tokio::sync::oneshot;
 
-use super::STEP_TIMEOUT;
-
 /// A child process whose stdout and stderr lines are kept, and shown if the test fails.
-pub(super) struct Process {
-    pub(super) name: &'static str,
-    pub(super) child: Child,
-    pub(super) output: Arc<Mutex<Vec<String>>>,
+pub struct Process {
+    pub name: &'static str,
+    pub child: Child,
+    pub output: Arc<Mutex<Vec<String>>>,
 }
 
 impl Process {
-    /// The line a collector was watching for, or a failure if it is not printed in time.
-    pub(super) async fn wait_for_line(&self, line: oneshot::Receiver<String>) -> String {
-        tokio::time::timeout(STEP_TIMEOUT, line)
+    /// The line a collector was watching for, or a failure if it is not printed within
+    /// `timeout`.
+    pub async fn wait_for_line(
+        &self,
+        line: oneshot::Receiver<String>,
+        timeout: Duration,
+    ) -> String {
+        tokio::time::timeout(timeout, line)
             .await
-            .unwrap_or_else(|_| {
-                panic!("{} printed nothing expected in {STEP_TIMEOUT:?}", self.name)
-            })
+            .unwrap_or_else(|_| panic!("{} printed nothing expected in {timeout:?}", self.name))
             .unwrap_or_else(|_| panic!("{} exited before printing what we wait for", self.name))
     }
 }
@@ -42,7 +44,7 @@ impl Drop for Process {
 
 /// Reads `stream` line by line into `output` until it closes, so the child never blocks on a
 /// full pipe or fails writing to a closed one, and sends on the first line containing `marker`.
-pub(super) fn spawn_collector(
+pub fn spawn_collector(
     stream: Option<impl AsyncRead + Unpin + Send + 'static>,
     output: &Arc<Mutex<Vec<String>>>,
     marker: &'static str,
