@@ -1,26 +1,22 @@
 //! Copying bytes both ways until both directions are done, passing half-closes on.
 //!
-//! Each direction reads into its own buffer and writes it out; when its reader reaches the
-//! end it shuts the writer down (a TLS close_notify or a TCP FIN) and the other direction
-//! carries on. A TLS peer that leaves without close_notify is treated as a normal end: most
+//! Each direction ([`OneWay`]) reads and writes; when its reader reaches the end it shuts the
+//! writer down (a TLS close_notify or a TCP FIN) and the other direction carries on. A TLS peer that leaves without close_notify is treated as a normal end: most
 //! browsers do exactly that.
 
 use std::future::poll_fn;
 use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll, ready};
+use std::task::Poll;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Client → upstream buffer: WebSocket frames from clients are mostly small.
-const CLIENT_TO_UPSTREAM_BUF: usize = 8 * 1024;
-/// Upstream → client buffer: one full TLS record (16 KiB of plaintext) per write.
-const UPSTREAM_TO_CLIENT_BUF: usize = 16 * 1024;
+use super::one_way::{Fault, OneWay};
+
 /// How long a connection being closed by us may take to say goodbye (close_notify).
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -101,8 +97,8 @@ where
         started,
         last_ms: &last_activity_ms,
     };
-    let mut up = OneWay::new(CLIENT_TO_UPSTREAM_BUF, counters.client_to_upstream.clone());
-    let mut down = OneWay::new(UPSTREAM_TO_CLIENT_BUF, counters.upstream_to_client.clone());
+    let mut up = OneWay::new(counters.client_to_upstream.clone());
+    let mut down = OneWay::new(counters.upstream_to_client.clone());
     let mut half_closed = false;
 
     let outcome = loop {
@@ -114,7 +110,7 @@ where
             (false, idle) => (idle, CloseReason::IdleTimeout),
         };
         let step = poll_fn(|cx| {
-            let up_done = match up.poll(cx, &mut *client, &mut *upstream, &activity) {
+            let up_done = match up.poll(cx, &mut *client, &mut *upstream, || activity.touch()) {
                 Poll::Ready(Ok(())) => true,
                 Poll::Ready(Err(Fault::Read(e))) => {
                     return Poll::Ready(Step::Done(CloseReason::ClientError(e)));
@@ -124,7 +120,7 @@ where
                 }
                 Poll::Pending => false,
             };
-            let down_done = match down.poll(cx, &mut *upstream, &mut *client, &activity) {
+            let down_done = match down.poll(cx, &mut *upstream, &mut *client, || activity.touch()) {
                 Poll::Ready(Ok(())) => true,
                 Poll::Ready(Err(Fault::Read(e))) => {
                     return Poll::Ready(Step::Done(CloseReason::UpstreamError(e)));
@@ -184,103 +180,6 @@ impl Activity<'_> {
     fn touch(&self) {
         let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
-    }
-}
-
-/// Which half of a direction failed: its reader or its writer.
-enum Fault {
-    Read(io::Error),
-    Write(io::Error),
-}
-
-/// One direction of the copy.
-struct OneWay {
-    buf: Box<[u8]>,
-    pos: usize,
-    end: usize,
-    read_done: bool,
-    needs_flush: bool,
-    done: bool,
-    total: u64,
-    counter: Counter,
-}
-
-impl OneWay {
-    fn new(size: usize, counter: Counter) -> Self {
-        Self {
-            buf: vec![0; size].into_boxed_slice(),
-            pos: 0,
-            end: 0,
-            read_done: false,
-            needs_flush: false,
-            done: false,
-            total: 0,
-            counter,
-        }
-    }
-
-    fn poll<R, W>(
-        &mut self,
-        cx: &mut Context<'_>,
-        reader: &mut R,
-        writer: &mut W,
-        activity: &Activity<'_>,
-    ) -> Poll<Result<(), Fault>>
-    where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
-    {
-        if self.done {
-            return Poll::Ready(Ok(()));
-        }
-        loop {
-            if self.pos == self.end && !self.read_done {
-                let mut read_buf = ReadBuf::new(&mut self.buf);
-                match Pin::new(&mut *reader).poll_read(cx, &mut read_buf) {
-                    Poll::Ready(Ok(())) => {
-                        let n = read_buf.filled().len();
-                        if n == 0 {
-                            self.read_done = true;
-                        } else {
-                            self.pos = 0;
-                            self.end = n;
-                            self.counter.inc_by(n as u64);
-                            activity.touch();
-                        }
-                    }
-                    // A TLS peer closing without close_notify: an end, not a failure.
-                    Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                        self.read_done = true;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Fault::Read(e))),
-                    Poll::Pending => {
-                        // Nothing more to read now: push out what was written so far.
-                        if self.needs_flush {
-                            ready!(Pin::new(&mut *writer).poll_flush(cx)).map_err(Fault::Write)?;
-                            self.needs_flush = false;
-                        }
-                        return Poll::Pending;
-                    }
-                }
-            }
-            while self.pos < self.end {
-                let n =
-                    ready!(Pin::new(&mut *writer).poll_write(cx, &self.buf[self.pos..self.end]))
-                        .map_err(Fault::Write)?;
-                if n == 0 {
-                    return Poll::Ready(Err(Fault::Write(io::ErrorKind::WriteZero.into())));
-                }
-                self.pos += n;
-                self.total += n as u64;
-                self.needs_flush = true;
-            }
-            if self.read_done {
-                // Pass the half-close on; shutdown flushes first.
-                ready!(Pin::new(&mut *writer).poll_shutdown(cx)).map_err(Fault::Write)?;
-                self.done = true;
-                return Poll::Ready(Ok(()));
-            }
-        }
     }
 }
 
