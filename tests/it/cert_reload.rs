@@ -383,3 +383,34 @@ async fn every_key_kind_and_format_is_served_from_a_directory() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_chain_in_tls_crt_is_served_after_the_leaf() {
+    let root = TestCa::new("chain root");
+    let intermediate = root.intermediate("chain intermediate");
+    let pair = intermediate.issue(LeafSpec::new(&[NAME]));
+    let app = EchoServer::start_tcp().await;
+    // The client trusts only the root, so the handshake works only if the intermediate is sent.
+    let served = Served::start_with(&root, &pair, &app.addr().to_string(), &[]).await;
+    let tls = served
+        .tls()
+        .await
+        .expect("handshake with a client that trusts only the root");
+    let chain = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .expect("server certificates")
+        .to_vec();
+    assert_eq!(
+        chain,
+        vec![pair.leaf_der.clone(), intermediate.cert_der()],
+        "leaf, then chain"
+    );
+    drop(tls);
+    let mut ws = served
+        .ws()
+        .await
+        .expect("wss through a chained certificate");
+    assert_echo(&mut ws, Message::text("chained")).await;
+}

@@ -265,3 +265,26 @@ async fn many_concurrent_clients_are_all_served() {
         CONCURRENT_CLIENTS as f64
     );
 }
+
+#[tokio::test]
+async fn tls12_and_tls13_clients_are_both_served() {
+    let app = EchoServer::start_tcp().await;
+    let served = Served::start(&app.addr().to_string(), &[]).await;
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(served.ca.cert_der()).expect("root");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[version])
+            .expect("version")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let mut ws = ws_connect(served.proxy.addr, APP_NAME, Arc::new(config))
+            .await
+            .unwrap_or_else(|e| panic!("{:?}: {e}", version.version));
+        let negotiated = ws.get_ref().get_ref().1.protocol_version();
+        assert_eq!(negotiated, Some(version.version));
+        assert_echo(&mut ws, Message::text(format!("{:?}", version.version))).await;
+    }
+}

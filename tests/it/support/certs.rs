@@ -169,6 +169,25 @@ impl TestPair {
     }
 }
 
+fn ca_params(common_name: &str) -> CertificateParams {
+    let now = SystemTime::now();
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    // Wider than any leaf so only the leaf's own dates decide whether it is valid.
+    params.not_before = (now - 365 * DAY).into();
+    params.not_after = (now + 365 * DAY).into();
+    params
+}
+
 /// A private certificate authority (ECDSA P-256) that issues leaves for tests. Clones are
 /// handles to the same CA, so a proxy fixture can keep one while the test issues more leaves.
 #[derive(Debug, Clone)]
@@ -178,22 +197,21 @@ pub struct TestCa {
 
 impl TestCa {
     pub fn new(common_name: &str) -> TestCa {
-        let now = SystemTime::now();
-        let mut params = CertificateParams::default();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        // Wider than any leaf so only the leaf's own dates decide whether it is valid.
-        params.not_before = (now - 365 * DAY).into();
-        params.not_after = (now + 365 * DAY).into();
         let key = KeyPair::generate().expect("generate CA key");
-        let issuer = CertifiedIssuer::self_signed(params, key).expect("self-sign CA");
+        let issuer =
+            CertifiedIssuer::self_signed(ca_params(common_name), key).expect("self-sign CA");
+        TestCa {
+            issuer: Arc::new(issuer),
+        }
+    }
+
+    /// An intermediate CA signed by this one. Leaves it issues carry it as their chain
+    /// (leaf, then intermediate), as Let's Encrypt and most private PKIs lay out `tls.crt`;
+    /// clients trust only the root.
+    pub fn intermediate(&self, common_name: &str) -> TestCa {
+        let key = KeyPair::generate().expect("generate intermediate key");
+        let issuer = CertifiedIssuer::signed_by(ca_params(common_name), key, &self.issuer)
+            .expect("sign intermediate");
         TestCa {
             issuer: Arc::new(issuer),
         }
