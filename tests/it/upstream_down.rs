@@ -194,3 +194,46 @@ async fn a_reset_upstream_connection_ends_only_its_own_client() {
         .await;
     assert_eq!(closed(&served, "upstream_error").await, 1.0);
 }
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_the_connect_times_out_with_a_502() {
+    // A listener that never accepts, with its accept queue full: further SYNs are dropped, so
+    // a connect hangs exactly as it does to an app that is wedged.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    let _wedged = socket.listen(1).expect("listen");
+    let mut fillers = Vec::new();
+    while fillers.len() < 8 {
+        match timeout(
+            std::time::Duration::from_millis(200),
+            TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => fillers.push(stream),
+            _ => break,
+        }
+    }
+    assert!(fillers.len() < 8, "the accept queue never filled up");
+
+    let served = Served::start(&addr.to_string(), &["--connect-timeout", "300ms"]).await;
+    let started = std::time::Instant::now();
+    let url = format!("wss://{APP_NAME}:{}/ws", served.proxy.addr.port());
+    assert_upgrade_gets_502(&served, url).await;
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(250),
+        "502 after {took:?}: no wait?"
+    );
+    let timeouts = served
+        .proxy
+        .metric(
+            "wss_sidecar_upstream_connect_failures_total",
+            &[("reason", "timeout")],
+        )
+        .await;
+    assert_eq!(timeouts, 1.0);
+}
