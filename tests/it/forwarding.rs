@@ -288,3 +288,42 @@ async fn tls12_and_tls13_clients_are_both_served() {
         assert_echo(&mut ws, Message::text(format!("{:?}", version.version))).await;
     }
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_pushes_back_on_the_upstream() {
+    let (served, mut client, mut upstream) = raw_connection().await;
+    let chunk = vec![0x5a_u8; 1 << 20];
+    let mut sent = 0usize;
+    // The client reads nothing: once the sockets' buffers are full the proxy must stop reading
+    // from the upstream, not hold the flood in memory.
+    let flooded = timeout(Duration::from_secs(3), async {
+        for _ in 0..256 {
+            upstream.write_all(&chunk).await.expect("upstream writes");
+            sent += chunk.len();
+        }
+    })
+    .await;
+    assert!(
+        flooded.is_err(),
+        "256 MiB went to a client that reads nothing: nothing pushed back"
+    );
+    assert!(
+        sent < 64 << 20,
+        "{sent} bytes went out before the upstream was held back"
+    );
+
+    // Nothing was lost: once the client reads, everything arrives.
+    upstream.shutdown().await.expect("upstream FIN");
+    let mut got = Vec::new();
+    timeout(Duration::from_secs(30), client.read_to_end(&mut got))
+        .await
+        .expect("the backlog drains")
+        .expect("client reads");
+    assert!(
+        got.len() >= sent && got.len() <= sent + chunk.len(),
+        "{} of {sent}",
+        got.len()
+    );
+    assert!(got.iter().all(|b| *b == 0x5a), "the bytes arrive intact");
+    drop((client, upstream, served));
+}
