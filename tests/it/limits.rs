@@ -1,5 +1,5 @@
 //! Limits and protocol gates: the handshake timeout, plain HTTP on the TLS port,
-//! `--max-connections`, `--idle-timeout` and ALPN.
+//! `--max-connections`, `--idle-timeout`, ALPN, and a client whose TLS records are corrupt.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -313,4 +313,38 @@ async fn alpn_offers_only_http11() {
     );
     assert_eq!(negotiate_and_echo(&served, &[]).await, None);
     assert_eq!(app.connections_accepted(), 3);
+}
+
+#[tokio::test]
+async fn a_corrupt_tls_record_ends_only_that_connection() {
+    let (_app, served) = serve(&[]).await;
+    let mut bystander = ws(&served).await;
+    assert_echo(&mut bystander, Message::text("before")).await;
+
+    let mut hostile = served.tls().await.expect("handshake");
+    // An application-data record whose ciphertext is garbage: decryption must fail.
+    let mut record = vec![0x17, 0x03, 0x03, 0x00, 0x40];
+    record.extend((0..0x40u8).map(|i| i.wrapping_mul(37)));
+    hostile
+        .get_mut()
+        .0
+        .write_all(&record)
+        .await
+        .expect("write the corrupt record");
+    let mut buf = Vec::new();
+    let ended = timeout(IO_TIMEOUT, hostile.read_to_end(&mut buf)).await;
+    assert!(
+        ended.is_ok(),
+        "the proxy kept a connection whose records do not decrypt"
+    );
+
+    served
+        .proxy
+        .wait_for_metric(
+            "wss_sidecar_connections_closed_total",
+            &[("reason", "client_error")],
+            1.0,
+        )
+        .await;
+    assert_echo(&mut bystander, Message::text("after")).await;
 }
