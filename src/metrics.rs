@@ -66,44 +66,31 @@ impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("wss_sidecar");
-        let connections_open = Gauge::default();
-        registry.register(
-            "connections_open",
-            "Client connections open",
-            connections_open.clone(),
-        );
-        let connections = Counter::default();
-        registry.register(
-            "connections",
-            "Client connections accepted",
-            connections.clone(),
-        );
-        let connections_refused = Family::<Reason, Counter>::default();
-        registry.register(
+        let connections_open: Gauge =
+            register(&mut registry, "connections_open", "Client connections open");
+        let connections: Counter =
+            register(&mut registry, "connections", "Client connections accepted");
+        let connections_refused: Family<Reason, Counter> = register(
+            &mut registry,
             "connections_refused",
             "Client connections refused before the handshake",
-            connections_refused.clone(),
         );
-        let handshake_failures = Family::<Reason, Counter>::default();
-        registry.register(
+        let handshake_failures: Family<Reason, Counter> = register(
+            &mut registry,
             "handshake_failures",
             "TLS handshakes that failed",
-            handshake_failures.clone(),
         );
-        let upstream_connect_failures = Family::<Reason, Counter>::default();
-        registry.register(
+        let upstream_connect_failures: Family<Reason, Counter> = register(
+            &mut registry,
             "upstream_connect_failures",
             "Connects to the upstream that failed",
-            upstream_connect_failures.clone(),
         );
-        let connections_closed = Family::<Reason, Counter>::default();
-        registry.register(
+        let connections_closed: Family<Reason, Counter> = register(
+            &mut registry,
             "connections_closed",
             "Client connections that ended, by reason",
-            connections_closed.clone(),
         );
-        let bytes = Family::<Direction, Counter>::default();
-        registry.register("bytes", "Bytes forwarded", bytes.clone());
+        let bytes: Family<Direction, Counter> = register(&mut registry, "bytes", "Bytes forwarded");
         let bytes_client_to_upstream = bytes
             .get_or_create(&Direction {
                 direction: "client_to_upstream",
@@ -114,23 +101,17 @@ impl Metrics {
                 direction: "upstream_to_client",
             })
             .clone();
-        let cert_not_after = Family::<Source, Gauge>::default();
-        registry.register(
+        let cert_not_after: Family<Source, Gauge> = register(
+            &mut registry,
             "cert_not_after_seconds",
             "notAfter of the certificate each source serves, in seconds since the epoch",
-            cert_not_after.clone(),
         );
-        let cert_reloads = Family::<Reload, Counter>::default();
-        registry.register(
-            "cert_reloads",
-            "Certificate loads by result",
-            cert_reloads.clone(),
-        );
-        let cert_last_reload = Family::<Source, Gauge>::default();
-        registry.register(
+        let cert_reloads: Family<Reload, Counter> =
+            register(&mut registry, "cert_reloads", "Certificate loads by result");
+        let cert_last_reload: Family<Source, Gauge> = register(
+            &mut registry,
             "cert_last_reload_success_timestamp_seconds",
             "When each source last published a certificate, in seconds since the epoch",
-            cert_last_reload.clone(),
         );
         Self {
             registry,
@@ -160,6 +141,16 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// Registers a fresh metric under `name` and returns a handle to it.
+fn register<M>(registry: &mut Registry, name: &str, help: &str) -> M
+where
+    M: prometheus_client::registry::Metric + Clone + Default,
+{
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 impl Default for Metrics {

@@ -112,21 +112,15 @@ where
         let step = poll_fn(|cx| {
             let up_done = match up.poll(cx, &mut *client, &mut *upstream, || activity.touch()) {
                 Poll::Ready(Ok(())) => true,
-                Poll::Ready(Err(Fault::Read(e))) => {
-                    return Poll::Ready(Step::Done(CloseReason::ClientError(e)));
-                }
-                Poll::Ready(Err(Fault::Write(e))) => {
-                    return Poll::Ready(Step::Done(CloseReason::UpstreamError(e)));
+                Poll::Ready(Err(fault)) => {
+                    return Poll::Ready(Step::Done(fault.blame(Side::Client)));
                 }
                 Poll::Pending => false,
             };
             let down_done = match down.poll(cx, &mut *upstream, &mut *client, || activity.touch()) {
                 Poll::Ready(Ok(())) => true,
-                Poll::Ready(Err(Fault::Read(e))) => {
-                    return Poll::Ready(Step::Done(CloseReason::UpstreamError(e)));
-                }
-                Poll::Ready(Err(Fault::Write(e))) => {
-                    return Poll::Ready(Step::Done(CloseReason::ClientError(e)));
+                Poll::Ready(Err(fault)) => {
+                    return Poll::Ready(Step::Done(fault.blame(Side::Upstream)));
                 }
                 Poll::Pending => false,
             };
@@ -154,6 +148,27 @@ where
         let _ = tokio::time::timeout(CLOSE_GRACE, client.shutdown()).await;
     }
     (outcome, up.total, down.total)
+}
+
+/// The side a direction reads from.
+enum Side {
+    Client,
+    Upstream,
+}
+
+impl Fault {
+    /// The close reason for a fault in the direction that reads from `reader`: a read fault is
+    /// that side's, a write fault the other side's.
+    fn blame(self, reader: Side) -> CloseReason {
+        match (self, reader) {
+            (Fault::Read(e), Side::Client) | (Fault::Write(e), Side::Upstream) => {
+                CloseReason::ClientError(e)
+            }
+            (Fault::Read(e), Side::Upstream) | (Fault::Write(e), Side::Client) => {
+                CloseReason::UpstreamError(e)
+            }
+        }
+    }
 }
 
 /// Resolves once no byte has moved for `idle`; never when `idle` is `None`.
