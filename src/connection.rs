@@ -40,6 +40,8 @@ pub struct ConnectionContext {
     pub metrics: Arc<Metrics>,
     /// Byte counters, resolved once rather than per connection.
     pub counters: Counters,
+    /// TLS-ALPN-01 answers when ACME uses that challenge; `None` keeps the plain handshake.
+    pub alpn_challenges: Option<Arc<dyn tls::AlpnChallenges>>,
 }
 
 /// Decrements the open-connections gauge however the task ends.
@@ -124,8 +126,19 @@ async fn open(
     forward::UpstreamStream,
 )> {
     let metrics = &ctx.metrics;
-    let mut client = match tls::accept(tcp, &ctx.tls, started + ctx.handshake_timeout).await {
+    let deadline = started + ctx.handshake_timeout;
+    let accepted = match &ctx.alpn_challenges {
+        None => tls::accept(tcp, &ctx.tls, deadline).await,
+        Some(challenges) => {
+            tls::accept_answering(tcp, &ctx.tls, challenges.as_ref(), deadline).await
+        }
+    };
+    let mut client = match accepted {
         Ok(stream) => stream,
+        Err(err @ tls::HandshakeError::AcmeChallenge(_)) => {
+            debug!(client.addr = %peer, "{err}");
+            return None;
+        }
         Err(err) => {
             Metrics::count(&metrics.handshake_failures, err.reason());
             debug!(client.addr = %peer, error = %err, "tls handshake failed");

@@ -12,6 +12,8 @@
 //! The certificate path, feeding the resolver from the side:
 //! - [`certs`]: sources (a watched directory, the self-signed fallback) publish validated
 //!   pairs into the [`certs::CertStore`], whose snapshot the resolver reads per handshake.
+//! - [`acme`]: certificates ordered from an ACME CA, shared by replicas through a store, and
+//!   the TLS-ALPN-01 / HTTP-01 answers.
 //!
 //! Around them:
 //! - [`config`]: flags and environment variables, parsed into one typed config.
@@ -21,6 +23,7 @@
 //! - [`demo`], [`quickstart`]: the demo echo app and `wss-sidecar demo`.
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod admin;
 pub mod certs;
 pub mod config;

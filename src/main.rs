@@ -70,7 +70,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 Some(addr) => Some(bind("--admin-listen", addr).await?),
                 None => None,
             };
-            let listeners = proxy::Listeners { tls, admin };
+            let http = match config.http_listen {
+                Some(addr) => Some(bind("--http-listen", addr).await?),
+                None => None,
+            };
+            let listeners = proxy::Listeners { tls, admin, http };
             proxy::run(config, listeners, shutdown_signal(signals)).await?;
         }
         Command::Demo(args) => {

@@ -29,6 +29,62 @@ pub struct Reload {
     pub result: &'static str,
 }
 
+/// A label set with one `class` label: the kind of an ACME failure.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorClass {
+    /// `network`, `rate_limited`, `rejected`, `validation`, `timeout`, `store`, `internal`.
+    pub class: &'static str,
+}
+
+/// A label set with one `result` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    /// `success` or `failure`.
+    pub result: &'static str,
+}
+
+/// The ACME certificate manager's state.
+pub struct AcmeMetrics {
+    /// ACME orders placed by this process, by result.
+    pub orders: Family<Outcome, Counter>,
+    /// When the next order is due (renewal, or retry after a failure), seconds since the epoch.
+    pub next_renewal: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// The wait before the next retry after the last failure, in seconds (0 after a success).
+    pub retry_delay: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Failed orders in a row (shared by the replicas through the store).
+    pub consecutive_failures: Gauge,
+    /// 1 for the class of the last failure; empty after a success.
+    pub last_error: Family<ErrorClass, Gauge>,
+}
+
+impl AcmeMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        Self {
+            orders: register(registry, "acme_orders", "ACME orders placed, by result"),
+            next_renewal: register(
+                registry,
+                "acme_next_renewal_timestamp_seconds",
+                "When the next ACME order is due, in seconds since the epoch",
+            ),
+            retry_delay: register(
+                registry,
+                "acme_retry_delay_seconds",
+                "Back-off before the next ACME attempt after the last failure (0 after a success)",
+            ),
+            consecutive_failures: register(
+                registry,
+                "acme_consecutive_failures",
+                "Failed ACME orders in a row",
+            ),
+            last_error: register(
+                registry,
+                "acme_last_error",
+                "1 for the class of the last ACME failure; absent after a success",
+            ),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Direction {
     direction: &'static str,
@@ -60,6 +116,8 @@ pub struct Metrics {
     pub cert_reloads: Family<Reload, Counter>,
     /// When a source last published a certificate, seconds since the epoch.
     pub cert_last_reload: Family<Source, Gauge>,
+    /// ACME certificate management.
+    pub acme: AcmeMetrics,
 }
 
 impl Metrics {
@@ -113,8 +171,10 @@ impl Metrics {
             "cert_last_reload_success_timestamp_seconds",
             "When each source last published a certificate, in seconds since the epoch",
         );
+        let acme = AcmeMetrics::register(&mut registry);
         Self {
             registry,
+            acme,
             connections_open,
             connections,
             connections_refused,

@@ -11,9 +11,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::acme::http01::{self, HttpState};
+use crate::acme::{AcmeStore, ChallengeResponder, DirStore, Manager};
 use crate::admin::{self, AdminState};
 use crate::certs::{CertStore, DirSource, self_signed};
 use crate::config::ProxyConfig;
+use crate::config::acme::ChallengeKind;
 use crate::connection::ConnectionContext;
 use crate::forward::{Counters, Timeouts};
 use crate::health::Readiness;
@@ -30,6 +33,8 @@ pub struct Listeners {
     pub tls: TcpListener,
     /// The admin listener, if enabled.
     pub admin: Option<TcpListener>,
+    /// The plain HTTP listener (`--http-listen`), if enabled.
+    pub http: Option<TcpListener>,
 }
 
 /// Why the proxy could not run.
@@ -41,6 +46,9 @@ pub enum RunError {
     /// No certificate source was configured and no self-signed certificate could be made.
     #[error("cannot generate the self-signed development certificate: {0}")]
     SelfSigned(crate::certs::CertError),
+    /// The ACME store (`--acme-store`) cannot be opened.
+    #[error("--acme-store: {0}")]
+    AcmeStore(#[from] crate::acme::StoreError),
 }
 
 /// Runs the proxy until `shutdown` resolves, then drains: readiness turns false at once, the
@@ -55,7 +63,7 @@ pub async fn run(
     let sources_stop = CancellationToken::new();
     let _stop_sources = sources_stop.clone().drop_guard();
 
-    if config.cert_dirs.is_empty() {
+    if config.cert_dirs.is_empty() && config.acme.is_none() {
         warn!(
             "NO CERTIFICATE CONFIGURED: serving a freshly generated SELF-SIGNED certificate for \
              localhost. Clients will not trust it. For development only: give --cert-dir."
@@ -75,6 +83,8 @@ pub async fn run(
         source.spawn_watch(config.cert_poll_interval, sources_stop.child_token());
     }
 
+    let acme = spawn_acme(&config, &store, &metrics, &sources_stop)?;
+
     let tls_config = tls::server_config(Arc::new(Resolver::new(Arc::clone(&store))))?;
     let readiness = Arc::new(Readiness::new(Arc::clone(&store)));
 
@@ -87,6 +97,13 @@ pub async fn run(
             metrics: Arc::clone(&metrics),
         });
         tokio::spawn(admin::serve(admin_listener, state, admin_stop.clone()));
+    }
+    if let Some(http_listener) = listeners.http {
+        let state = Arc::new(HttpState {
+            responder: acme.clone(),
+            https_port: listeners.tls.local_addr().map_or(443, |a| a.port()),
+        });
+        tokio::spawn(http01::serve(http_listener, state, admin_stop.clone()));
     }
 
     let ctx = Arc::new(ConnectionContext {
@@ -103,6 +120,12 @@ pub async fn run(
             upstream_to_client: metrics.bytes_upstream_to_client.clone(),
         },
         metrics: Arc::clone(&metrics),
+        alpn_challenges: match &config.acme {
+            Some(acme_config) if acme_config.challenge == ChallengeKind::TlsAlpn01 => acme
+                .clone()
+                .map(|responder| responder as Arc<dyn tls::AlpnChallenges>),
+            _ => None,
+        },
     });
     let tracker = TaskTracker::new();
     let conn_cancel = CancellationToken::new();
@@ -147,6 +170,32 @@ pub async fn run(
     }
     info!("drained; exiting");
     Ok(())
+}
+
+/// Starts the ACME manager when `--acme-domain` is given; returns the challenge responder.
+fn spawn_acme(
+    config: &ProxyConfig,
+    store: &Arc<CertStore>,
+    metrics: &Arc<Metrics>,
+    stop: &CancellationToken,
+) -> Result<Option<Arc<ChallengeResponder>>, RunError> {
+    let Some(acme_config) = &config.acme else {
+        return Ok(None);
+    };
+    let acme_store: Arc<dyn AcmeStore> = Arc::new(DirStore::open(
+        &acme_config.store,
+        &acme_config.directory,
+        &acme_config.domains,
+    )?);
+    let publisher = store.register(format!("acme:{}", acme_config.domains.join(",")));
+    let manager = Manager::new(
+        acme_config.clone(),
+        Arc::clone(&acme_store),
+        publisher,
+        Arc::clone(metrics),
+    );
+    tokio::spawn(manager.run(stop.child_token()));
+    Ok(Some(Arc::new(ChallengeResponder::new(acme_store))))
 }
 
 /// Displays an optional address as the address or `none`.

@@ -24,7 +24,16 @@ pub async fn run(
     let app_task = tokio::spawn(crate::demo::serve(app, stop_app.clone().cancelled_owned()));
     let config = demo_config(args, tls.local_addr().unwrap_or(args.listen), app_addr);
     announce(&config, app_addr);
-    let result = proxy::run(config, Listeners { tls, admin }, shutdown).await;
+    let result = proxy::run(
+        config,
+        Listeners {
+            tls,
+            admin,
+            http: None,
+        },
+        shutdown,
+    )
+    .await;
     stop_app.cancel();
     let _ = app_task.await;
     result
@@ -46,6 +55,8 @@ fn demo_config(args: &DemoArgs, listen: SocketAddr, app: SocketAddr) -> ProxyCon
         half_close_timeout: Duration::from_secs(60),
         max_connections: 10_000,
         drain_timeout: Duration::from_secs(5),
+        acme: None,
+        http_listen: None,
     }
 }
 

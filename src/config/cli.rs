@@ -97,6 +97,10 @@ pub struct ProxyArgs {
     #[arg(long, env = "WSS_SIDECAR_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
+    /// Automatic certificates from an ACME CA.
+    #[command(flatten)]
+    pub acme: super::acme::AcmeArgs,
+
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
@@ -143,7 +147,11 @@ impl ProxyArgs {
                 return Err(ConfigError::new(flag, "must be longer than zero"));
             }
         }
+        let http_listen = self.acme.http_listen;
+        let acme = self.acme.into_config()?;
         Ok(ProxyConfig {
+            acme,
+            http_listen,
             listen: self.listen,
             upstream: self.upstream,
             cert_dirs: self.cert_dirs,

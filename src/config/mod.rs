@@ -1,5 +1,6 @@
 //! The typed configuration every component reads: built once from flags and environment.
 
+pub mod acme;
 mod cli;
 mod parse;
 
@@ -22,6 +23,10 @@ pub enum LogFormat {
 /// Everything `wss-sidecar proxy` needs, validated.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
+    /// Automatic certificates from an ACME CA; `None` when no `--acme-domain` is given.
+    pub acme: Option<acme::AcmeConfig>,
+    /// Plain HTTP listener for HTTP-01 answers and redirects to https://; `None` = off.
+    pub http_listen: Option<SocketAddr>,
     /// The TLS (wss) listen address.
     pub listen: SocketAddr,
     /// Where the application listens.

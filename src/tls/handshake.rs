@@ -31,6 +31,12 @@ pub enum HandshakeError {
     /// TLS negotiation failed (no common version, cipher or protocol; bad certificate).
     #[error("tls handshake failed: {0}")]
     Tls(io::Error),
+    /// An ACME TLS-ALPN-01 validation was answered (not a failure; the connection is done).
+    #[error("answered an acme-tls/1 validation for {0:?}")]
+    AcmeChallenge(String),
+    /// An `acme-tls/1` hello for a name with no pending challenge.
+    #[error("acme-tls/1 hello for {0:?}, which has no pending challenge")]
+    NoChallenge(String),
 }
 
 impl HandshakeError {
@@ -41,6 +47,8 @@ impl HandshakeError {
             HandshakeError::NotTls => "not_tls",
             HandshakeError::Eof(_) => "eof",
             HandshakeError::Tls(_) => "tls",
+            HandshakeError::AcmeChallenge(_) => "acme_challenge",
+            HandshakeError::NoChallenge(_) => "acme_no_challenge",
         }
     }
 }
@@ -51,6 +59,19 @@ pub async fn accept(
     acceptor: &TlsAcceptor,
     deadline: Instant,
 ) -> Result<TlsStream<TcpStream>, HandshakeError> {
+    let tcp = expect_tls(tcp, deadline).await?;
+    match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+        Err(_) => Err(HandshakeError::Timeout),
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(err)) => Err(map_tls_error(err)),
+    }
+}
+
+/// Passes `tcp` on when it opens like TLS; else answers plain HTTP with a 400 and fails.
+pub(super) async fn expect_tls(
+    tcp: TcpStream,
+    deadline: Instant,
+) -> Result<TcpStream, HandshakeError> {
     // A TLS connection opens with a handshake record (content type 22); anything else is
     // plain text (usually HTTP) and gets a readable answer instead of a binary alert.
     let mut first = [0u8; 1];
@@ -67,11 +88,15 @@ pub async fn accept(
         }
         Ok(Ok(_)) => {}
     }
-    match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
-        Err(_) => Err(HandshakeError::Timeout),
-        Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(err)) if is_eof(&err) => Err(HandshakeError::Eof(err)),
-        Ok(Err(err)) => Err(HandshakeError::Tls(err)),
+    Ok(tcp)
+}
+
+/// Sorts a failed negotiation into the client leaving or TLS refusing.
+pub(super) fn map_tls_error(err: io::Error) -> HandshakeError {
+    if is_eof(&err) {
+        HandshakeError::Eof(err)
+    } else {
+        HandshakeError::Tls(err)
     }
 }
 

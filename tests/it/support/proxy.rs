@@ -68,6 +68,7 @@ impl TestProxy {
             Listeners {
                 tls,
                 admin: Some(admin),
+                http: None,
             },
             async move {
                 let _ = stopped.await;

@@ -1,0 +1,358 @@
+//! The renewal loop: load what the store holds, publish it, and when a renewal is due take the
+//! store's lock and order; back off on failure, with the state kept in the store.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use instant_acme::{Account, CertificateIdentifier};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::cert_info::CertInfo;
+use super::order::{self, OrderError};
+use super::schedule;
+use super::store::{AcmeStore, Attempt, HISTORY_LEN, RenewalState, StoredCert};
+use crate::certs::pair::epoch_seconds;
+use crate::certs::{Publisher, load_pair};
+use crate::config::acme::AcmeConfig;
+use crate::metrics::{ErrorClass, Metrics, Outcome};
+use crate::tls;
+
+/// How long the ordering lock lasts: longer than any order (bounded by [`ORDER_TIMEOUT`]), so
+/// it never lapses mid-order, yet a crashed holder blocks the others only this long.
+const LOCK_TTL: Duration = Duration::from_secs(300);
+/// Upper bound on one order, from account to downloaded certificate.
+const ORDER_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// Keeps one ACME certificate valid and published.
+pub struct Manager {
+    config: AcmeConfig,
+    store: Arc<dyn AcmeStore>,
+    publisher: Publisher,
+    metrics: Arc<Metrics>,
+    /// This replica's name in the lock.
+    holder: String,
+    account: Option<Account>,
+    /// The certificate being served.
+    current: Option<CertInfo>,
+    /// Renewal information for the current certificate: (renew at, ask again at).
+    ari: Option<(i64, i64)>,
+}
+
+impl Manager {
+    /// A manager publishing through `publisher`.
+    pub fn new(
+        config: AcmeConfig,
+        store: Arc<dyn AcmeStore>,
+        publisher: Publisher,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let holder = format!(
+            "{}-{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()),
+            std::process::id(),
+            epoch_seconds(SystemTime::now())
+        );
+        Self {
+            config,
+            store,
+            publisher,
+            metrics,
+            holder,
+            account: None,
+            current: None,
+            ari: None,
+        }
+    }
+
+    /// Runs until `stop`.
+    pub async fn run(mut self, stop: CancellationToken) {
+        loop {
+            let wait = self.step().await;
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// One pass; returns how long to wait before the next.
+    async fn step(&mut self) -> Duration {
+        let poll = self.config.poll_interval;
+        if let Err(err) = self.load_stored().await {
+            warn!(error = %err, "cannot read the ACME store; retrying");
+            return poll;
+        }
+        let state = match self.store.load_state().await {
+            Ok(state) => state,
+            Err(err) => {
+                warn!(error = %err, "cannot read the ACME renewal state; retrying");
+                return poll;
+            }
+        };
+        let now = epoch_seconds(SystemTime::now());
+        let due = self.due(&state, now).await;
+        self.metrics.acme.next_renewal.set(due as f64);
+        self.metrics
+            .acme
+            .consecutive_failures
+            .set(i64::from(state.failures));
+        if due > now {
+            return poll.min(Duration::from_secs(u64::try_from(due - now).unwrap_or(0)));
+        }
+        match self.store.try_lock(&self.holder, LOCK_TTL).await {
+            Ok(true) => {}
+            Ok(false) => {
+                debug!("another replica is ordering the certificate; waiting for it");
+                return poll;
+            }
+            Err(err) => {
+                warn!(error = %err, "cannot take the ACME lock; retrying");
+                return poll;
+            }
+        }
+        self.order_locked().await;
+        if let Err(err) = self.store.unlock(&self.holder).await {
+            warn!(error = %err, "cannot release the ACME lock; it expires by itself");
+        }
+        Duration::ZERO
+    }
+
+    /// Holding the lock: re-check (another replica may just have finished), then order.
+    async fn order_locked(&mut self) {
+        let state = match (self.load_stored().await, self.store.load_state().await) {
+            (Ok(()), Ok(state)) => state,
+            (Err(err), _) | (_, Err(err)) => {
+                warn!(error = %err, "cannot read the ACME store; retrying");
+                return;
+            }
+        };
+        let now = epoch_seconds(SystemTime::now());
+        if self.due(&state, now).await > now {
+            return;
+        }
+        let mut state = state;
+        let replaces = self.replaces(&state);
+        if let Some(id) = &replaces {
+            // Sent once: a failed order must not name the same certificate again.
+            state.replaced = Some(id.to_string());
+        }
+        info!(acme.names = ?self.config.domains, renewal = self.current.is_some(), "ordering a certificate");
+        let result = match tokio::time::timeout(ORDER_TIMEOUT, self.order(replaces)).await {
+            Ok(result) => result,
+            Err(_) => Err(OrderError::Timeout { retry_after: None }),
+        };
+        if let Err(err) = self.store.save_challenges(&[]).await {
+            debug!(error = %err, "cannot clear the pending challenges");
+        }
+        let now = epoch_seconds(SystemTime::now());
+        match result {
+            Ok(cert) => self.succeeded(cert, state, now).await,
+            Err(err) => self.failed(&err, state, now).await,
+        }
+    }
+
+    async fn order(
+        &mut self,
+        replaces: Option<CertificateIdentifier<'static>>,
+    ) -> Result<StoredCert, OrderError> {
+        let account = self.account().await?;
+        match order::order(
+            &account,
+            &self.config,
+            self.store.as_ref(),
+            replaces.clone(),
+        )
+        .await
+        {
+            Err(err) if err.is_unknown_account() => {
+                warn!("the ACME server does not know our account any more; creating a new one");
+                self.account = None;
+                self.store.save_account(b"").await?;
+                let account = self.account().await?;
+                order::order(&account, &self.config, self.store.as_ref(), replaces).await
+            }
+            other => other,
+        }
+    }
+
+    async fn account(&mut self) -> Result<Account, OrderError> {
+        if let Some(account) = &self.account {
+            return Ok(account.clone());
+        }
+        let account = order::account(&self.config, self.store.as_ref()).await?;
+        self.account = Some(account.clone());
+        Ok(account)
+    }
+
+    async fn succeeded(&mut self, cert: StoredCert, mut state: RenewalState, now: i64) {
+        self.metrics
+            .acme
+            .orders
+            .get_or_create(&Outcome { result: "success" })
+            .inc();
+        self.metrics.acme.retry_delay.set(0.0);
+        self.metrics.acme.last_error.clear();
+        if let Err(err) = self.store.save_cert(&cert).await {
+            // Still serve it: this process has it, and the next renewal stores it again.
+            error!(error = %err, "cannot store the new certificate");
+        }
+        state.failures = 0;
+        state.next_attempt = None;
+        push_history(
+            &mut state,
+            Attempt {
+                at: now,
+                error: None,
+            },
+        );
+        if let Err(err) = self.store.save_state(&state).await {
+            warn!(error = %err, "cannot store the ACME renewal state");
+        }
+        if let Err(err) = self.publish(&cert) {
+            error!(error = %err, "the CA issued a certificate that does not load");
+        }
+    }
+
+    async fn failed(&mut self, err: &OrderError, mut state: RenewalState, now: i64) {
+        self.metrics
+            .acme
+            .orders
+            .get_or_create(&Outcome { result: "failure" })
+            .inc();
+        self.metrics.acme.last_error.clear();
+        self.metrics
+            .acme
+            .last_error
+            .get_or_create(&ErrorClass { class: err.class() })
+            .set(1);
+        state.failures = state.failures.saturating_add(1);
+        let delay = schedule::backoff(state.failures, self.config.backoff_base, err.retry_after());
+        self.metrics.acme.retry_delay.set(delay.as_secs_f64());
+        // Whole seconds, rounded up, so that the stored time is never earlier than the delay.
+        let delay_secs = i64::try_from(delay.as_secs() + u64::from(delay.subsec_nanos() > 0))
+            .unwrap_or(i64::MAX);
+        state.next_attempt = Some(now.saturating_add(delay_secs));
+        push_history(
+            &mut state,
+            Attempt {
+                at: now,
+                error: Some((err.class().into(), err.to_string())),
+            },
+        );
+        if let Err(store_err) = self.store.save_state(&state).await {
+            warn!(error = %store_err, "cannot store the ACME failure state");
+        }
+        let serving = if self.current.is_some() {
+            "the current certificate keeps serving"
+        } else {
+            "no certificate yet: not ready"
+        };
+        warn!(
+            error.class = err.class(),
+            error = %err,
+            acme.failures = state.failures,
+            acme.retry_in = ?delay,
+            "ACME order failed; {serving}"
+        );
+    }
+
+    /// Publishes the stored certificate if it differs from the one being served and is valid.
+    async fn load_stored(&mut self) -> Result<(), super::store::StoreError> {
+        let Some(stored) = self.store.load_cert().await? else {
+            return Ok(());
+        };
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.pem == stored.cert_pem)
+        {
+            return Ok(());
+        }
+        if let Err(err) = self.publish(&stored) {
+            if self.current.is_none() {
+                warn!(error = %err, "the stored ACME certificate is not usable; ordering a new one");
+            }
+        }
+        Ok(())
+    }
+
+    fn publish(&mut self, cert: &StoredCert) -> Result<(), crate::certs::CertError> {
+        let loaded = load_pair(
+            cert.cert_pem.as_bytes(),
+            cert.key_pem.as_bytes(),
+            &tls::provider(),
+            SystemTime::now(),
+        )?;
+        let info = CertInfo::parse(&cert.cert_pem)?;
+        self.publisher.publish(loaded);
+        self.current = Some(info);
+        self.ari = None;
+        Ok(())
+    }
+
+    /// When the next order is due: now without a certificate; else the renewal time, but not
+    /// before a failure's back-off ends.
+    async fn due(&mut self, state: &RenewalState, now: i64) -> i64 {
+        let Some(info) = &self.current else {
+            return now.max(state.next_attempt.unwrap_or(i64::MIN));
+        };
+        let by_rule = schedule::renewal_time(
+            info.validity,
+            self.config.renew_before,
+            schedule::unit_from(info.pem.as_bytes()),
+        );
+        // The test knob wins over the CA's window.
+        let renew_at = match self.config.renew_before {
+            Some(_) => by_rule,
+            None => self.ari_time(now).await.unwrap_or(by_rule),
+        };
+        renew_at.max(state.next_attempt.unwrap_or(i64::MIN))
+    }
+
+    /// The renewal time the CA suggests (RFC 9773), cached until its Retry-After; `None` when
+    /// the CA offers no renewal information or we have no account yet.
+    async fn ari_time(&mut self, now: i64) -> Option<i64> {
+        if let Some((at, recheck)) = self.ari {
+            if now < recheck {
+                return Some(at);
+            }
+        }
+        let (account, info) = (self.account.as_ref()?, self.current.as_ref()?);
+        let id = info.id.as_ref()?;
+        match account.renewal_info(id).await {
+            Ok((renewal, retry_after)) => {
+                let window = renewal.suggested_window;
+                let at = schedule::ari_time(
+                    window.start.unix_timestamp(),
+                    window.end.unix_timestamp(),
+                    schedule::unit_from(info.pem.as_bytes()),
+                    now,
+                );
+                let recheck =
+                    i64::try_from(schedule::ari_recheck(retry_after).as_secs()).unwrap_or(i64::MAX);
+                self.ari = Some((at, now.saturating_add(recheck)));
+                Some(at)
+            }
+            Err(instant_acme::Error::Unsupported(_)) => None,
+            Err(err) => {
+                debug!(error = %err, "cannot fetch ACME renewal information");
+                self.ari.map(|(at, _)| at)
+            }
+        }
+    }
+
+    /// The certificate to name in `replaces`, when the CA offers renewal information and no
+    /// earlier order named it.
+    fn replaces(&self, state: &RenewalState) -> Option<CertificateIdentifier<'static>> {
+        self.ari?;
+        let id = self.current.as_ref()?.id.clone()?;
+        (state.replaced.as_deref() != Some(id.to_string().as_str())).then_some(id)
+    }
+}
+
+fn push_history(state: &mut RenewalState, attempt: Attempt) {
+    state.history.push(attempt);
+    let excess = state.history.len().saturating_sub(HISTORY_LEN);
+    state.history.drain(..excess);
+}

@@ -1,0 +1,22 @@
+//! Automatic certificates from an ACME CA (Let's Encrypt): ordered once for all replicas that
+//! share a store, renewed on schedule, published into the certificate store like any source.
+//!
+//! - [`store`]: what is kept and shared, behind the [`AcmeStore`] trait; [`dir_store`] keeps
+//!   it in a directory.
+//! - [`manager`]: the renewal loop (lock, order, back-off); [`schedule`] its timing.
+//! - [`order`]: one order with instant-acme; [`cert_info`]: what renewal reads from a cert.
+//! - [`challenge`] and [`http01`]: answering the CA's validation from the store.
+
+pub mod cert_info;
+pub mod challenge;
+pub mod dir_store;
+pub mod http01;
+pub mod manager;
+pub mod order;
+pub mod schedule;
+pub mod store;
+
+pub use challenge::ChallengeResponder;
+pub use dir_store::DirStore;
+pub use manager::Manager;
+pub use store::{AcmeStore, StoreError};

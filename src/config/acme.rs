@@ -1,0 +1,323 @@
+//! The `--acme-*` and `--http-listen` flags: automatic certificates from an ACME CA.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine;
+use clap::Args;
+
+use super::ConfigError;
+use super::parse::parse_duration;
+
+/// Let's Encrypt's production directory, the default.
+pub const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory (untrusted certificates, generous rate limits).
+pub const LETSENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+/// ACME flags of `wss-sidecar proxy`.
+#[derive(Debug, Clone, Args)]
+pub struct AcmeArgs {
+    /// Domain to obtain a certificate for from an ACME CA (repeatable: one certificate for all
+    /// the names). Enables ACME.
+    #[arg(
+        long = "acme-domain",
+        env = "WSS_SIDECAR_ACME_DOMAIN",
+        value_delimiter = ','
+    )]
+    pub acme_domains: Vec<String>,
+
+    /// Contact email for the ACME account.
+    #[arg(long, env = "WSS_SIDECAR_ACME_EMAIL")]
+    pub acme_email: Option<String>,
+
+    /// ACME directory URL, or `letsencrypt` / `letsencrypt-staging`.
+    #[arg(
+        long,
+        env = "WSS_SIDECAR_ACME_DIRECTORY",
+        default_value = "letsencrypt"
+    )]
+    pub acme_directory: String,
+
+    /// PEM file of a private CA to trust for the ACME server's HTTPS (testing, internal CAs).
+    #[arg(long, env = "WSS_SIDECAR_ACME_CA_ROOT")]
+    pub acme_ca_root: Option<PathBuf>,
+
+    /// Where ACME state (account, key, certificate, renewal state, pending challenges) is kept:
+    /// a directory, shared by replicas that should order once between them.
+    #[arg(
+        long,
+        env = "WSS_SIDECAR_ACME_STORE",
+        default_value = "/var/lib/wss-sidecar"
+    )]
+    pub acme_store: String,
+
+    /// Plain HTTP listen address: answers HTTP-01 challenges and redirects everything else to
+    /// https:// on the --listen port.
+    #[arg(long, env = "WSS_SIDECAR_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+
+    /// Challenge type; default http-01 when --http-listen is set, else tls-alpn-01.
+    #[arg(long, env = "WSS_SIDECAR_ACME_CHALLENGE", value_enum)]
+    pub acme_challenge: Option<ChallengeKind>,
+
+    /// External account binding key id (ZeroSSL, commercial CAs); needs --acme-eab-hmac-key.
+    #[arg(long, env = "WSS_SIDECAR_ACME_EAB_KID")]
+    pub acme_eab_kid: Option<String>,
+
+    /// External account binding HMAC key, base64url as the CA shows it.
+    #[arg(long, env = "WSS_SIDECAR_ACME_EAB_HMAC_KEY", hide_env_values = true)]
+    pub acme_eab_hmac_key: Option<String>,
+
+    /// For testing: renew once less than this much validity remains (e.g. a value longer than
+    /// the certificate's lifetime forces a renewal right after each issuance). Default: the
+    /// CA's renewal window, or when a third of the lifetime remains.
+    #[arg(long, env = "WSS_SIDECAR_ACME_RENEW_BEFORE", value_parser = parse_duration)]
+    pub acme_renew_before: Option<Duration>,
+
+    /// How often a replica re-reads the store for a certificate another replica obtained.
+    #[arg(long, env = "WSS_SIDECAR_ACME_POLL_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub acme_poll_interval: Duration,
+
+    /// For testing: the first retry delay after a failed order; later ones are 10x, 100x,
+    /// then daily (1m, 10m, 100m, 1 day with the default).
+    #[arg(long, env = "WSS_SIDECAR_ACME_BACKOFF_BASE", default_value = "1m", value_parser = parse_duration)]
+    pub acme_backoff_base: Duration,
+}
+
+/// Which ACME challenge proves control of the names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ChallengeKind {
+    /// A TLS handshake with ALPN `acme-tls/1` on the --listen port.
+    #[value(name = "tls-alpn-01")]
+    TlsAlpn01,
+    /// A plain HTTP request on --http-listen (port 80 as the CA sees it).
+    #[value(name = "http-01")]
+    Http01,
+}
+
+/// Validated ACME settings.
+#[derive(Debug, Clone)]
+pub struct AcmeConfig {
+    /// The names, lower-case, in flag order.
+    pub domains: Vec<String>,
+    /// The account contact, as `mailto:` URLs.
+    pub contacts: Vec<String>,
+    /// The directory URL.
+    pub directory: String,
+    /// The ACME server's private root, if any.
+    pub ca_root: Option<PathBuf>,
+    /// The store directory.
+    pub store: PathBuf,
+    /// The challenge to use.
+    pub challenge: ChallengeKind,
+    /// External account binding: key id and decoded HMAC key.
+    pub eab: Option<(String, Vec<u8>)>,
+    /// Test knob: renew when less than this remains.
+    pub renew_before: Option<Duration>,
+    /// How often the store is re-read while waiting.
+    pub poll_interval: Duration,
+    /// The first retry delay after a failure.
+    pub backoff_base: Duration,
+}
+
+impl AcmeArgs {
+    /// `None` when ACME is off (no `--acme-domain`); else the checked settings.
+    pub fn into_config(self) -> Result<Option<AcmeConfig>, ConfigError> {
+        if self.acme_domains.is_empty() {
+            return Ok(None);
+        }
+        let mut domains = Vec::new();
+        for domain in &self.acme_domains {
+            let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+            if rustls_pki_types::DnsName::try_from(domain.as_str()).is_err() || domain.is_empty() {
+                return Err(ConfigError::new(
+                    "--acme-domain",
+                    format!("{domain:?} is not a DNS name"),
+                ));
+            }
+            if !domains.contains(&domain) {
+                domains.push(domain);
+            }
+        }
+        let directory = match self.acme_directory.as_str() {
+            "letsencrypt" => LETSENCRYPT.to_string(),
+            "letsencrypt-staging" => LETSENCRYPT_STAGING.to_string(),
+            url if url.starts_with("https://") || url.starts_with("http://") => url.to_string(),
+            other => {
+                return Err(ConfigError::new(
+                    "--acme-directory",
+                    format!("expected a URL, letsencrypt or letsencrypt-staging, got {other:?}"),
+                ));
+            }
+        };
+        if let Some(root) = &self.acme_ca_root {
+            if !root.is_file() {
+                return Err(ConfigError::new(
+                    "--acme-ca-root",
+                    format!(
+                        "{} is not a file (expected a PEM certificate)",
+                        root.display()
+                    ),
+                ));
+            }
+        }
+        if self.acme_store.starts_with("secret:") {
+            return Err(ConfigError::new(
+                "--acme-store",
+                "a Kubernetes Secret store is not supported yet; give a directory",
+            ));
+        }
+        let challenge = match (self.acme_challenge, self.http_listen) {
+            (Some(ChallengeKind::Http01), None) => {
+                return Err(ConfigError::new(
+                    "--acme-challenge",
+                    "http-01 needs --http-listen (where the CA's request arrives)",
+                ));
+            }
+            (Some(kind), _) => kind,
+            (None, Some(_)) => ChallengeKind::Http01,
+            (None, None) => ChallengeKind::TlsAlpn01,
+        };
+        let eab = match (self.acme_eab_kid, self.acme_eab_hmac_key) {
+            (None, None) => None,
+            (Some(kid), Some(key)) => {
+                let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(key.trim().trim_end_matches('='))
+                    .map_err(|e| {
+                        ConfigError::new("--acme-eab-hmac-key", format!("not base64url: {e}"))
+                    })?;
+                Some((kid, key))
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "--acme-eab-hmac-key",
+                    "missing: --acme-eab-kid needs it",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "--acme-eab-kid",
+                    "missing: --acme-eab-hmac-key needs it",
+                ));
+            }
+        };
+        for (flag, value) in [
+            ("--acme-poll-interval", self.acme_poll_interval),
+            ("--acme-backoff-base", self.acme_backoff_base),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::new(flag, "must be longer than zero"));
+            }
+        }
+        Ok(Some(AcmeConfig {
+            domains,
+            contacts: self
+                .acme_email
+                .iter()
+                .map(|email| format!("mailto:{email}"))
+                .collect(),
+            directory,
+            ca_root: self.acme_ca_root,
+            store: PathBuf::from(self.acme_store),
+            challenge,
+            eab,
+            renew_before: self.acme_renew_before,
+            poll_interval: self.acme_poll_interval,
+            backoff_base: self.acme_backoff_base,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        acme: AcmeArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<Option<AcmeConfig>, ConfigError> {
+        let argv = std::iter::once("x").chain(args.iter().copied());
+        Cmd::try_parse_from(argv).unwrap().acme.into_config()
+    }
+
+    #[test]
+    fn off_without_domains_and_defaults_with_one() {
+        assert!(parse(&[]).unwrap().is_none());
+        let cfg = parse(&["--acme-domain", "A.example.com"]).unwrap().unwrap();
+        assert_eq!(cfg.domains, ["a.example.com"]);
+        assert_eq!(cfg.directory, LETSENCRYPT);
+        assert_eq!(cfg.store, PathBuf::from("/var/lib/wss-sidecar"));
+        assert_eq!(cfg.challenge, ChallengeKind::TlsAlpn01);
+        let cfg = parse(&["--acme-domain", "a.test", "--http-listen", "127.0.0.1:80"]);
+        assert_eq!(cfg.unwrap().unwrap().challenge, ChallengeKind::Http01);
+        let cfg = parse(&[
+            "--acme-domain",
+            "a.test",
+            "--acme-directory",
+            "letsencrypt-staging",
+        ]);
+        assert_eq!(cfg.unwrap().unwrap().directory, LETSENCRYPT_STAGING);
+    }
+
+    #[test]
+    fn errors_name_the_flag() {
+        for (args, flag) in [
+            (&["--acme-domain", "bad name"][..], "--acme-domain"),
+            (
+                &["--acme-domain", "a.test", "--acme-directory", "ftp"],
+                "--acme-directory",
+            ),
+            (
+                &["--acme-domain", "a.test", "--acme-store", "secret:ns/x"],
+                "--acme-store",
+            ),
+            (
+                &["--acme-domain", "a.test", "--acme-challenge", "http-01"],
+                "--acme-challenge",
+            ),
+            (
+                &["--acme-domain", "a.test", "--acme-eab-kid", "k"],
+                "--acme-eab-hmac-key",
+            ),
+            (
+                &[
+                    "--acme-domain",
+                    "a.test",
+                    "--acme-eab-kid",
+                    "k",
+                    "--acme-eab-hmac-key",
+                    "!",
+                ],
+                "--acme-eab-hmac-key",
+            ),
+            (
+                &["--acme-domain", "a.test", "--acme-ca-root", "/nonexistent"],
+                "--acme-ca-root",
+            ),
+        ] {
+            assert_eq!(parse(args).unwrap_err().flag, flag, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn eab_key_is_decoded() {
+        let cfg = parse(&[
+            "--acme-domain",
+            "a.test",
+            "--acme-eab-kid",
+            "kid",
+            "--acme-eab-hmac-key",
+            "aGVsbG8",
+        ]);
+        assert_eq!(
+            cfg.unwrap().unwrap().eab,
+            Some(("kid".into(), b"hello".to_vec()))
+        );
+    }
+}
