@@ -1,5 +1,6 @@
 //! The integration tests: one binary, one module per capability.
 
+mod acme;
 mod browser;
 mod cert_reload;
 mod config_errors;

@@ -47,6 +47,17 @@ impl TestProxy {
 
     /// Starts the proxy without waiting for readiness.
     pub async fn start_unready(args: &[&str]) -> TestProxy {
+        let tls = TcpListener::bind("127.0.0.1:0").await.expect("bind tls");
+        Self::start_unready_on(tls, None, args).await
+    }
+
+    /// Starts the proxy on listeners the test bound first (an ACME CA must know the ports
+    /// before the proxy orders), without waiting for readiness.
+    pub async fn start_unready_on(
+        tls: TcpListener,
+        http: Option<TcpListener>,
+        args: &[&str],
+    ) -> TestProxy {
         super::install_crypto_provider();
         let argv = ["wss-sidecar", "proxy"]
             .into_iter()
@@ -58,7 +69,6 @@ impl TestProxy {
         let config = proxy_args
             .into_config()
             .unwrap_or_else(|e| panic!("bad test config: {e}"));
-        let tls = TcpListener::bind("127.0.0.1:0").await.expect("bind tls");
         let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
         let addr = tls.local_addr().expect("tls addr");
         let admin_addr = admin.local_addr().expect("admin addr");
@@ -68,7 +78,7 @@ impl TestProxy {
             Listeners {
                 tls,
                 admin: Some(admin),
-                http: None,
+                http,
             },
             async move {
                 let _ = stopped.await;

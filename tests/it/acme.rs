@@ -1,0 +1,200 @@
+//! ACME against the real Pebble: TLS-ALPN-01 on the wss port (acceptance 1), HTTP-01 on
+//! `--http-listen` with redirects (2), and a restart that reuses the stored certificate (3).
+
+use std::time::Duration;
+
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::pebble::{Pebble, PebbleOptions, free_addr};
+use crate::support::*;
+
+/// The names of the certificate every test here asks for.
+pub const NAMES: [&str; 2] = ["one.acme.test", "two.acme.test"];
+/// How long issuance may take on a loaded machine (Pebble alone takes well under a second).
+pub const ISSUE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The sidecar's orders counter.
+pub const ORDERS: &str = "wss_sidecar_acme_orders_total";
+
+/// `--acme-*` flags for `names` from `pebble`, the state in `store`, then `extra`.
+pub fn acme_args(pebble: &Pebble, store: &TempDir, names: &[&str], extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "--acme-directory".to_string(),
+        pebble.directory.clone(),
+        "--acme-ca-root".into(),
+        pebble.ca_root.display().to_string(),
+        "--acme-store".into(),
+        store.path().display().to_string(),
+        "--acme-email".into(),
+        "ops@acme.test".into(),
+        "--acme-poll-interval".into(),
+        "200ms".into(),
+    ];
+    for name in names {
+        args.extend(["--acme-domain".to_string(), name.to_string()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// Waits until the proxy is ready, with a generous timeout for issuance.
+pub async fn wait_issued(proxy: &TestProxy) {
+    let admin = proxy.admin;
+    wait_until(
+        "the ACME certificate is issued and /readyz is 200",
+        ISSUE_TIMEOUT,
+        || async move {
+            http_get(admin, "/readyz")
+                .await
+                .is_ok_and(|(status, _)| status == 200)
+        },
+    )
+    .await;
+}
+
+/// A WebSocket echo through `proxy` as `name`, trusting only Pebble's current roots; returns
+/// the leaf the proxy presented.
+pub async fn echo_as(
+    pebble: &Pebble,
+    addr: std::net::SocketAddr,
+    name: &str,
+) -> rustls_pki_types::CertificateDer<'static> {
+    let config = client_config(&pebble.issuer_roots().await, &[b"http/1.1"]);
+    let tls = tls_connect(addr, name, config.clone())
+        .await
+        .unwrap_or_else(|e| panic!("tls as {name}: {e}"));
+    let leaf = peer_leaf(&tls);
+    let mut ws = ws_connect(addr, name, config).await.expect("websocket");
+    assert_echo(&mut ws, Message::text("hello over acme")).await;
+    leaf
+}
+
+async fn proxy_args(upstream: &str, acme: &[String]) -> Vec<String> {
+    let mut args = vec!["--upstream".to_string(), upstream.to_string()];
+    args.extend_from_slice(acme);
+    args
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+#[tokio::test]
+async fn tls_alpn_01_from_an_empty_store_then_a_restart_reuses_the_certificate() {
+    let app = EchoServer::start_tcp().await;
+    let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = tls.local_addr().unwrap().port();
+    let pebble = Pebble::start(PebbleOptions {
+        tls_port: port,
+        http_port: free_addr().await.port(),
+    })
+    .await;
+    let store = tempfile::tempdir().unwrap();
+    let args = proxy_args(
+        &app.addr().to_string(),
+        &acme_args(&pebble, &store, &NAMES, &[]),
+    )
+    .await;
+
+    let proxy = TestProxy::start_unready_on(tls, None, &strs(&args)).await;
+    wait_issued(&proxy).await;
+    assert_eq!(proxy.metric(ORDERS, &[("result", "success")]).await, 1.0);
+    let mut issued = None;
+    for name in NAMES {
+        let leaf = echo_as(&pebble, proxy.addr, name).await;
+        let mut names = leaf_names(&leaf);
+        names.sort();
+        assert_eq!(names, NAMES, "one certificate for both names");
+        issued.get_or_insert(leaf);
+    }
+    // Ordinary clients never negotiate acme-tls/1, even when they offer it beside http/1.1.
+    let config = client_config(&pebble.issuer_roots().await, &[b"acme-tls/1", b"http/1.1"]);
+    let stream = tls_connect(proxy.addr, NAMES[0], config)
+        .await
+        .expect("tls");
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    assert_eq!(
+        Some(peer_leaf(&stream)),
+        issued,
+        "the served certificate, not a challenge"
+    );
+    // With no pending challenge, an acme-tls/1-only hello gets no certificate at all.
+    let acme_only = acme_tls_only_config();
+    assert!(tls_connect(proxy.addr, NAMES[0], acme_only).await.is_err());
+    proxy.shutdown().await.expect("clean shutdown");
+
+    // Restart on the same store: ready with the same certificate at once, and no order.
+    let restarted = TestProxy::start(&strs(&args)).await;
+    let leaf = echo_as(&pebble, restarted.addr, NAMES[1]).await;
+    assert_eq!(Some(leaf), issued, "the stored certificate is served again");
+    assert_eq!(
+        restarted.metric(ORDERS, &[]).await,
+        0.0,
+        "no order after a restart"
+    );
+    let files: Vec<_> = std::fs::read_dir(store.path()).unwrap().collect();
+    assert_eq!(files.len(), 1, "one certificate directory in the store");
+}
+
+/// An acme-tls/1-only client config that accepts any certificate (as a validator does).
+fn acme_tls_only_config() -> std::sync::Arc<rustls::ClientConfig> {
+    let mut config = (*any_certificate_config()).clone();
+    config.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+    std::sync::Arc::new(config)
+}
+
+#[tokio::test]
+async fn http_01_on_http_listen_and_plain_requests_are_redirected() {
+    let app = EchoServer::start_tcp().await;
+    let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (tls_port, http_addr) = (tls.local_addr().unwrap().port(), http.local_addr().unwrap());
+    let pebble = Pebble::start(PebbleOptions {
+        tls_port: free_addr().await.port(),
+        http_port: http_addr.port(),
+    })
+    .await;
+    let store = tempfile::tempdir().unwrap();
+    let http_flag = http_addr.to_string();
+    let acme = acme_args(&pebble, &store, &NAMES, &["--http-listen", &http_flag]);
+    let args = proxy_args(&app.addr().to_string(), &acme).await;
+
+    let proxy = TestProxy::start_unready_on(tls, Some(http), &strs(&args)).await;
+    wait_issued(&proxy).await;
+    for name in NAMES {
+        echo_as(&pebble, proxy.addr, name).await;
+    }
+    let response = raw_http(
+        http_addr,
+        "GET /chat?room=1 HTTP/1.1\r\nHost: one.acme.test\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 308"), "{response}");
+    let location = format!("location: https://one.acme.test:{tls_port}/chat?room=1\r\n");
+    assert!(
+        response.to_ascii_lowercase().contains(&location),
+        "{response}"
+    );
+    let response = raw_http(
+        http_addr,
+        "GET /.well-known/acme-challenge/nope HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .await;
+    assert!(
+        response.starts_with("HTTP/1.1 404"),
+        "unknown tokens are not answered: {response}"
+    );
+}
+
+async fn raw_http(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(IO_TIMEOUT, tcp.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
