@@ -34,9 +34,14 @@ impl Sidecar {
     /// Starts `wss-sidecar proxy ARGS… --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0` with
     /// JSON logs, and waits for its "accepting connections" line.
     pub async fn spawn(args: &[&str]) -> Sidecar {
+        Self::spawn_listening("127.0.0.1:0", args).await
+    }
+
+    /// Like [`Sidecar::spawn`], with the TLS listener on `listen`.
+    pub async fn spawn_listening(listen: &str, args: &[&str]) -> Sidecar {
         let mut child = Command::new(binary())
             .arg("proxy")
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--listen", listen, "--admin-listen", "127.0.0.1:0"])
             .args(["--log-format", "json", "--log-level", "debug"])
             .args(args)
             .stdin(Stdio::null())
