@@ -1,6 +1,7 @@
 //! The integration tests: one binary, one module per capability.
 
 mod acme;
+mod acme_renewal;
 mod acme_replicas;
 mod browser;
 mod cert_reload;
