@@ -16,6 +16,11 @@ use serde::{Deserialize, Serialize};
 use super::store::{AcmeStore, ChallengeAnswer, RenewalState, StoreError, StoredCert};
 use crate::certs::pair::epoch_seconds;
 
+/// Longest wait for another process's short lock-file update.
+const GUARD_WAIT: Duration = Duration::from_secs(5);
+/// A guard older than this was left by a process that died while holding it.
+const GUARD_STALE: Duration = Duration::from_secs(10);
+
 /// The state of one certificate in a directory.
 #[derive(Debug, Clone)]
 pub struct DirStore {
@@ -104,20 +109,36 @@ impl DirStore {
         self.write(name, &bytes)
     }
 
-    /// Runs `f` holding an exclusive flock on `lock.guard`, so the read-modify-write of
-    /// `lock.json` is atomic between processes sharing the directory.
+    /// Runs `f` holding the `lock.guard` directory (creating a directory is atomic, also on
+    /// network file systems), so the read-modify-write of `lock.json` is atomic between
+    /// processes sharing the store. A guard left by a process that died inside this short
+    /// section is removed once it is older than [`GUARD_STALE`].
     fn with_guard<T>(&self, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let path = self.dir.join("lock.guard");
-        let guard = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| io_error(&path, e))?;
-        guard.lock().map_err(|e| io_error(&path, e))?;
+        let guard = self.dir.join("lock.guard");
+        let give_up = std::time::Instant::now() + GUARD_WAIT;
+        loop {
+            match fs::DirBuilder::new().mode(0o700).create(&guard) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let stale = fs::metadata(&guard)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age > GUARD_STALE);
+                    if stale {
+                        let _ = fs::remove_dir(&guard);
+                        continue;
+                    }
+                    if std::time::Instant::now() > give_up {
+                        return Err(io_error(&guard, std::io::ErrorKind::WouldBlock.into()));
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(io_error(&guard, e)),
+            }
+        }
         let result = f();
-        let _ = guard.unlock();
+        let _ = fs::remove_dir(&guard);
         result
     }
 
@@ -321,5 +342,25 @@ mod tests {
         // "b" crashed holding a lock that has expired by now.
         assert!(store.try_lock("b", Duration::ZERO).await.unwrap());
         assert!(store.try_lock("c", ttl).await.unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn racing_holders_get_the_lock_exactly_once() {
+        let root = tempfile::tempdir().unwrap();
+        let store = DirStore::open(root.path(), "https://ca/dir", &names()).unwrap();
+        let attempts = (0..8).map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .try_lock(&format!("holder-{i}"), Duration::from_secs(60))
+                    .await
+                    .unwrap()
+            })
+        });
+        let mut won = 0;
+        for attempt in attempts.collect::<Vec<_>>() {
+            won += usize::from(attempt.await.unwrap());
+        }
+        assert_eq!(won, 1);
     }
 }
