@@ -1,17 +1,12 @@
 //! The admin endpoint: `/healthz`, `/readyz` and `/metrics` (Prometheus text) over plain HTTP.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
 
 use crate::health::Readiness;
 use crate::metrics::Metrics;
@@ -19,10 +14,6 @@ use crate::metrics::Metrics;
 /// Probes and scrapes are few; more concurrent admin connections than this is a misbehaving
 /// client, and must not eat the proxy's file descriptors.
 const MAX_ADMIN_CONNECTIONS: usize = 64;
-/// A probe that cannot send its request line and headers in this long is not a probe.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Upper bound on one admin connection's life (one request: keep-alive is off).
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the endpoints report on.
 pub struct AdminState {
@@ -34,45 +25,11 @@ pub struct AdminState {
 
 /// Serves the admin endpoint on `listener` until `stop`.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: CancellationToken) {
-    let limit = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(err) => {
-                    debug!(error = %err, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-            continue;
-        };
-        let state = Arc::clone(&state);
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(route(&req, &state)) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .keep_alive(false)
-                .serve_connection(TokioIo::new(tcp), service);
-            tokio::select! {
-                result = tokio::time::timeout(CONNECTION_TIMEOUT, conn) => {
-                    if let Ok(Err(err)) = result {
-                        debug!(client.addr = %peer, error = %err, "admin connection failed");
-                    }
-                }
-                () = stop.cancelled() => {}
-            }
-            drop(permit);
-        });
-    }
+    let handler = move |req: Request<Incoming>| {
+        let response = route(&req, &state);
+        async move { response }
+    };
+    crate::http_serve::serve(listener, MAX_ADMIN_CONNECTIONS, handler, stop).await;
 }
 
 fn route(req: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {

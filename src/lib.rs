@@ -18,7 +18,8 @@
 //! Around them:
 //! - [`config`]: flags and environment variables, parsed into one typed config.
 //! - [`proxy`]: `run`, which assembles everything and drains on shutdown.
-//! - [`admin`], [`health`], [`metrics`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`admin`], [`health`], [`metrics`]: `/healthz`, `/readyz`, `/metrics`; [`http_serve`]
+//!   the bounded HTTP loop the admin endpoint and `--http-listen` share.
 //! - [`shutdown`], [`telemetry`]: signals and logging, for `main`.
 //! - [`demo`], [`quickstart`]: the demo echo app and `wss-sidecar demo`.
 #![forbid(unsafe_code)]
@@ -31,6 +32,7 @@ pub mod connection;
 pub mod demo;
 pub mod forward;
 pub mod health;
+pub mod http_serve;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;

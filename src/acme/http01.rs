@@ -1,28 +1,19 @@
 //! The plain HTTP listener (`--http-listen`): answers HTTP-01 challenges from the store and
 //! redirects every other request to https:// on the wss port.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode, header};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
 
 use super::ChallengeResponder;
 
 /// Concurrent plain-HTTP connections: validators and browsers being redirected; more than this
 /// is abuse and must not eat the proxy's file descriptors.
 const MAX_CONNECTIONS: usize = 256;
-/// A client that cannot send its request head in this long is dropped.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Upper bound on one connection's life (one request: keep-alive is off).
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Where the CA asks for HTTP-01 answers (RFC 8555 §8.3).
 const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
@@ -36,45 +27,11 @@ pub struct HttpState {
 
 /// Serves `listener` until `stop`.
 pub async fn serve(listener: TcpListener, state: Arc<HttpState>, stop: CancellationToken) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(err) => {
-                    debug!(error = %err, "http accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-            continue;
-        };
+    let handler = move |req: Request<Incoming>| {
         let state = Arc::clone(&state);
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(route(&req, &state).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .keep_alive(false)
-                .serve_connection(TokioIo::new(tcp), service);
-            tokio::select! {
-                result = tokio::time::timeout(CONNECTION_TIMEOUT, conn) => {
-                    if let Ok(Err(err)) = result {
-                        debug!(client.addr = %peer, error = %err, "http connection failed");
-                    }
-                }
-                () = stop.cancelled() => {}
-            }
-            drop(permit);
-        });
-    }
+        async move { route(&req, &state).await }
+    };
+    crate::http_serve::serve(listener, MAX_CONNECTIONS, handler, stop).await;
 }
 
 async fn route(req: &Request<Incoming>, state: &HttpState) -> Response<Full<Bytes>> {

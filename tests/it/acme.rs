@@ -119,6 +119,7 @@ async fn tls_alpn_01_from_an_empty_store_then_a_restart_reuses_the_certificate()
         issued,
         "the served certificate, not a challenge"
     );
+    drop(stream);
     // With no pending challenge, an acme-tls/1-only hello gets no certificate at all.
     let acme_only = acme_tls_only_config();
     assert!(tls_connect(proxy.addr, NAMES[0], acme_only).await.is_err());

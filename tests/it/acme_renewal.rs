@@ -138,3 +138,65 @@ async fn with_an_empty_store_and_no_ca_it_stays_unready_and_says_why() {
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("no valid certificate"), "{body}");
 }
+
+#[tokio::test]
+async fn a_restart_after_a_failure_waits_out_the_persisted_back_off() {
+    let store = tempfile::tempdir().unwrap();
+    let directory = format!("https://{}/dir", free_addr().await);
+    let store_path = store.path().to_str().unwrap();
+    let args = [
+        "--acme-domain",
+        NAMES[0],
+        "--acme-directory",
+        &directory,
+        "--acme-store",
+        store_path,
+        "--acme-poll-interval",
+        "100ms",
+        "--acme-backoff-base",
+        "1h",
+    ];
+    let next_renewal = "wss_sidecar_acme_next_renewal_timestamp_seconds";
+    let later = |proxy: &TestProxy| {
+        let proxy = proxy.admin;
+        async move {
+            let (_, body) = http_get(proxy, "/metrics").await.unwrap();
+            let value = crate::support::proxy::Metrics::parse(&body).value(next_renewal, &[]);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64();
+            value > now + 3000.0
+        }
+    };
+    let first = TestProxy::start_unready(&args).await;
+    wait_until(
+        "the first failure schedules a retry in an hour",
+        ISSUE_TIMEOUT,
+        || later(&first),
+    )
+    .await;
+    assert_eq!(first.metric(ORDERS, &[("result", "failure")]).await, 1.0);
+    first.shutdown().await.expect("clean shutdown");
+
+    // A crash loop must not become an order loop: the restart reads the back-off and waits.
+    let restarted = TestProxy::start_unready(&args).await;
+    wait_until(
+        "the restart reads the persisted back-off",
+        ISSUE_TIMEOUT,
+        || later(&restarted),
+    )
+    .await;
+    assert_eq!(
+        restarted.metric(ORDERS, &[]).await,
+        0.0,
+        "no order before the back-off ends"
+    );
+    assert_eq!(
+        restarted
+            .metric("wss_sidecar_acme_consecutive_failures", &[])
+            .await,
+        1.0
+    );
+    assert_eq!(restarted.admin_get("/readyz").await.0, 503);
+}
