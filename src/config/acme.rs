@@ -168,6 +168,13 @@ impl AcmeArgs {
                 "a Kubernetes Secret store is not supported yet; give a directory",
             ));
         }
+        let store = PathBuf::from(&self.acme_store);
+        if store.exists() && !store.is_dir() {
+            return Err(ConfigError::new(
+                "--acme-store",
+                format!("{} exists and is not a directory", store.display()),
+            ));
+        }
         let challenge = match (self.acme_challenge, self.http_listen) {
             (Some(ChallengeKind::Http01), None) => {
                 return Err(ConfigError::new(
@@ -219,7 +226,7 @@ impl AcmeArgs {
                 .collect(),
             directory,
             ca_root: self.acme_ca_root,
-            store: PathBuf::from(self.acme_store),
+            store,
             challenge,
             eab,
             renew_before: self.acme_renew_before,
@@ -299,6 +306,10 @@ mod tests {
             (
                 &["--acme-domain", "a.test", "--acme-ca-root", "/nonexistent"],
                 "--acme-ca-root",
+            ),
+            (
+                &["--acme-domain", "a.test", "--acme-store", "/dev/null"],
+                "--acme-store",
             ),
         ] {
             assert_eq!(parse(args).unwrap_err().flag, flag, "{args:?}");

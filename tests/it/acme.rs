@@ -88,6 +88,7 @@ async fn tls_alpn_01_from_an_empty_store_then_a_restart_reuses_the_certificate()
     let pebble = Pebble::start(PebbleOptions {
         tls_port: port,
         http_port: free_addr().await.port(),
+        eab: None,
     })
     .await;
     let store = tempfile::tempdir().unwrap();
@@ -154,6 +155,7 @@ async fn http_01_on_http_listen_and_plain_requests_are_redirected() {
     let pebble = Pebble::start(PebbleOptions {
         tls_port: free_addr().await.port(),
         http_port: http_addr.port(),
+        eab: None,
     })
     .await;
     let store = tempfile::tempdir().unwrap();
@@ -198,4 +200,28 @@ async fn raw_http(addr: std::net::SocketAddr, request: &str) -> String {
         .unwrap()
         .unwrap();
     String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn external_account_binding_flags_reach_the_ca() {
+    const KID: &str = "kid-1";
+    const HMAC: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let app = EchoServer::start_tcp().await;
+    let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let pebble = Pebble::start(PebbleOptions {
+        tls_port: tls.local_addr().unwrap().port(),
+        http_port: free_addr().await.port(),
+        eab: Some((KID, HMAC)),
+    })
+    .await;
+    let store = tempfile::tempdir().unwrap();
+    let eab = ["--acme-eab-kid", KID, "--acme-eab-hmac-key", HMAC];
+    let args = proxy_args(
+        &app.addr().to_string(),
+        &acme_args(&pebble, &store, &NAMES[..1], &eab),
+    )
+    .await;
+    let proxy = TestProxy::start_unready_on(tls, None, &strs(&args)).await;
+    wait_issued(&proxy).await;
+    echo_as(&pebble, proxy.addr, NAMES[0]).await;
 }

@@ -21,6 +21,7 @@ async fn issued_proxy(extra: &[&str]) -> (Pebble, TestProxy, EchoServer, tempfil
     let pebble = Pebble::start(PebbleOptions {
         tls_port: tls.local_addr().unwrap().port(),
         http_port: free_addr().await.port(),
+        eab: None,
     })
     .await;
     let store = tempfile::tempdir().unwrap();

@@ -47,6 +47,7 @@ async fn three_replicas_sharing_a_store_order_once_and_all_answer_validation() {
     let pebble = Pebble::start(PebbleOptions {
         tls_port: port,
         http_port: free_addr().await.port(),
+        eab: None,
     })
     .await;
     for (name, ip) in NAMES.iter().zip(IPS) {

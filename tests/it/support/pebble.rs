@@ -26,6 +26,8 @@ pub struct PebbleOptions {
     pub tls_port: u16,
     /// The port Pebble's HTTP-01 validation connects to (the sidecar's --http-listen).
     pub http_port: u16,
+    /// Require external account binding with this key id and base64url HMAC key.
+    pub eab: Option<(&'static str, &'static str)>,
 }
 
 /// A running Pebble with its DNS server; test names resolve to 127.0.0.1 unless
@@ -73,6 +75,11 @@ impl Pebble {
             free_addr().await,
         );
         let config = dir.path().join("pebble.json");
+        let eab_keys: serde_json::Map<String, serde_json::Value> = options
+            .eab
+            .iter()
+            .map(|(kid, key)| (kid.to_string(), serde_json::Value::from(*key)))
+            .collect();
         let json = serde_json::json!({
             "pebble": {
                 "listenAddress": listen.to_string(),
@@ -82,7 +89,8 @@ impl Pebble {
                 "httpPort": options.http_port,
                 "tlsPort": options.tls_port,
                 "ocspResponderURL": "",
-                "externalAccountBindingRequired": false,
+                "externalAccountBindingRequired": options.eab.is_some(),
+                "externalAccountMACKeys": eab_keys,
             }
         });
         std::fs::write(&config, json.to_string()).expect("write pebble config");
