@@ -1,5 +1,6 @@
 //! ACME against the real Pebble: TLS-ALPN-01 on the wss port (acceptance 1), HTTP-01 on
-//! `--http-listen` with redirects (2), and a restart that reuses the stored certificate (3).
+//! `--http-listen` with redirects (2), a restart that reuses the stored certificate (3),
+//! external account binding, and bad ACME flags refused at start-up.
 
 use std::time::Duration;
 
@@ -224,4 +225,48 @@ async fn external_account_binding_flags_reach_the_ca() {
     let proxy = TestProxy::start_unready_on(tls, None, &strs(&args)).await;
     wait_issued(&proxy).await;
     echo_as(&pebble, proxy.addr, NAMES[0]).await;
+}
+
+#[tokio::test]
+async fn bad_acme_flags_stop_start_up_with_64_naming_the_flag() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let cases: [(&[&str], &[(&str, &str)], &str); 4] = [
+        (
+            &["--acme-domain", "a.test", "--acme-store", "secret:ns/acme"],
+            &[],
+            "--acme-store",
+        ),
+        (
+            &["--acme-directory", "nowhere"],
+            &[("WSS_SIDECAR_ACME_DOMAIN", "a.test")],
+            "--acme-directory",
+        ),
+        (
+            &["--acme-domain", "a.test", "--acme-eab-kid", "k"],
+            &[],
+            "--acme-eab-hmac-key",
+        ),
+        (
+            &[
+                "--http-listen",
+                &taken,
+                "--admin-listen",
+                "off",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            &[],
+            "--http-listen",
+        ),
+    ];
+    for (args, env, flag) in cases {
+        let args = [&["proxy"], args].concat();
+        let (code, stderr) = run_to_exit(&args, env).await;
+        assert_eq!(code, 64, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(flag),
+            "{args:?} should name {flag}: {stderr}"
+        );
+    }
 }
