@@ -229,9 +229,11 @@ async fn external_account_binding_flags_reach_the_ca() {
 
 #[tokio::test]
 async fn bad_acme_flags_stop_start_up_with_64_naming_the_flag() {
+    /// Flags, environment, and the flag the message must name.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = taken.local_addr().unwrap().to_string();
-    let cases: [(&[&str], &[(&str, &str)], &str); 4] = [
+    let cases: [Case; 4] = [
         (
             &["--acme-domain", "a.test", "--acme-store", "secret:ns/acme"],
             &[],
