@@ -3,7 +3,10 @@
 
 use std::net::SocketAddr;
 
+use std::time::Duration;
+
 use tokio::net::TcpListener;
+use wss_sidecar::acme::{AcmeStore, DirStore};
 
 use crate::acme::{ISSUE_TIMEOUT, ORDERS, acme_args, echo_as};
 use crate::support::pebble::{Pebble, PebbleOptions, free_addr};
@@ -58,10 +61,21 @@ async fn three_replicas_sharing_a_store_order_once_and_all_answer_validation() {
     args.extend(acme_args(&pebble, &store, &NAMES, &[]));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
 
+    // Hold the ordering lock until all three listen, so that no validation can reach a
+    // replica that has not started yet; then let them race for it.
+    let names: Vec<String> = NAMES.iter().map(|n| n.to_string()).collect();
+    let shared = DirStore::open(store.path(), &pebble.directory, &names).unwrap();
+    assert!(
+        shared
+            .try_lock("test", Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
     let mut replicas = Vec::new();
     for ip in IPS {
         replicas.push(Sidecar::spawn_listening(&format!("{ip}:{port}"), &args).await);
     }
+    shared.unlock("test").await.unwrap();
     for replica in &replicas {
         let admin = replica.admin;
         wait_until("every replica is ready", ISSUE_TIMEOUT, || async move {
