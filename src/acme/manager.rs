@@ -356,3 +356,7 @@ fn push_history(state: &mut RenewalState, attempt: Attempt) {
     let excess = state.history.len().saturating_sub(HISTORY_LEN);
     state.history.drain(..excess);
 }
+
+#[cfg(test)]
+#[path = "manager_tests.rs"]
+mod tests;
