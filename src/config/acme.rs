@@ -23,6 +23,7 @@ pub struct AcmeArgs {
     #[arg(
         long = "acme-domain",
         env = "WSS_SIDECAR_ACME_DOMAIN",
+        value_name = "DOMAIN",
         value_delimiter = ','
     )]
     pub acme_domains: Vec<String>,
@@ -48,6 +49,7 @@ pub struct AcmeArgs {
     #[arg(
         long,
         env = "WSS_SIDECAR_ACME_STORE",
+        value_name = "DIR",
         default_value = "/var/lib/wss-sidecar"
     )]
     pub acme_store: String,
