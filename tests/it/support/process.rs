@@ -28,6 +28,8 @@ pub struct Sidecar {
     /// The admin address it reported.
     pub admin: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
+    /// The task copying stderr into `logs`; it ends at EOF, after the process exits.
+    log_reader: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Sidecar {
@@ -54,7 +56,7 @@ impl Sidecar {
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let sink = Arc::clone(&logs);
-        tokio::spawn(async move {
+        let log_reader = tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             let mut ready_tx = Some(ready_tx);
             while let Ok(Some(line)) = lines.next_line().await {
@@ -75,6 +77,7 @@ impl Sidecar {
             addr: json_addr(&line, "listen"),
             admin: json_addr(&line, "admin"),
             logs,
+            log_reader: Some(log_reader),
         }
     }
 
@@ -87,12 +90,20 @@ impl Sidecar {
         assert!(status.expect("run kill").success(), "kill -{name} failed");
     }
 
-    /// Waits for the process to exit, at most `timeout`.
+    /// Waits for the process to exit, at most `timeout`, and for its last log line to be read,
+    /// so that [`Sidecar::logs`] afterwards holds everything it wrote.
     pub async fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        tokio::time::timeout(timeout, self.child.wait())
+        let status = tokio::time::timeout(timeout, self.child.wait())
             .await
             .unwrap_or_else(|_| panic!("wss-sidecar still running after {timeout:?}"))
-            .expect("wait for wss-sidecar")
+            .expect("wait for wss-sidecar");
+        if let Some(reader) = self.log_reader.take() {
+            tokio::time::timeout(timeout, reader)
+                .await
+                .unwrap_or_else(|_| panic!("stderr still open {timeout:?} after exit"))
+                .expect("log reader task");
+        }
+        status
     }
 
     /// The log lines so far.
