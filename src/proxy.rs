@@ -15,11 +15,12 @@ use crate::admin::{self, AdminState};
 use crate::certs::{CertStore, DirSource, self_signed};
 use crate::config::ProxyConfig;
 use crate::connection::ConnectionContext;
+use crate::forward::Preamble;
 use crate::forward::{Counters, Timeouts};
 use crate::health::Readiness;
 use crate::listener;
 use crate::metrics::Metrics;
-use crate::tls::{self, Resolver};
+use crate::tls::{self, ClientCaVerifier, Resolver};
 
 /// After the drain deadline, how long cancelled connections get to finish closing.
 const CANCEL_GRACE: Duration = Duration::from_secs(5);
@@ -41,6 +42,9 @@ pub enum RunError {
     /// No certificate source was configured and no self-signed certificate could be made.
     #[error("cannot generate the self-signed development certificate: {0}")]
     SelfSigned(crate::certs::CertError),
+    /// The `--client-ca` bundle could not be loaded.
+    #[error("--client-ca: {0}")]
+    ClientCa(#[from] crate::tls::ClientCaError),
 }
 
 /// Runs the proxy until `shutdown` resolves, then drains: readiness turns false at once, the
@@ -75,7 +79,15 @@ pub async fn run(
         source.spawn_watch(config.cert_poll_interval, sources_stop.child_token());
     }
 
-    let tls_config = tls::server_config(Arc::new(Resolver::new(Arc::clone(&store))))?;
+    let client_auth = match &config.client.client_ca {
+        Some(ca) => {
+            let verifier = ClientCaVerifier::new(ca.path.clone(), ca.required, tls::provider())?;
+            verifier.spawn_watch(config.cert_poll_interval, sources_stop.child_token());
+            Some(verifier as Arc<dyn rustls::server::danger::ClientCertVerifier>)
+        }
+        None => None,
+    };
+    let tls_config = tls::server_config(Arc::new(Resolver::new(Arc::clone(&store))), client_auth)?;
     let readiness = Arc::new(Readiness::new(Arc::clone(&store)));
 
     let admin_stop = CancellationToken::new();
@@ -103,6 +115,7 @@ pub async fn run(
             upstream_to_client: metrics.bytes_upstream_to_client.clone(),
         },
         metrics: Arc::clone(&metrics),
+        preamble: Preamble::new(&config.client),
     });
     let tracker = TaskTracker::new();
     let conn_cancel = CancellationToken::new();

@@ -46,6 +46,7 @@ fn demo_config(args: &DemoArgs, listen: SocketAddr, app: SocketAddr) -> ProxyCon
         half_close_timeout: Duration::from_secs(60),
         max_connections: 10_000,
         drain_timeout: Duration::from_secs(5),
+        client: Default::default(),
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use super::client::ClientArgs;
 use super::parse::{parse_duration, parse_optional_duration, parse_upstream};
 use super::{ConfigError, LogFormat, ProxyConfig, Upstream};
 
@@ -19,6 +20,8 @@ pub struct Cli {
 }
 
 /// The subcommands.
+// Parsed once at start-up, so the proxy variant's size costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Terminate wss:// on --listen and forward to --upstream.
@@ -97,6 +100,10 @@ pub struct ProxyArgs {
     #[arg(long, env = "WSS_SIDECAR_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
+    /// Who the client is: PROXY protocol, forwarded headers, client certificates.
+    #[command(flatten)]
+    pub client: ClientArgs,
+
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
@@ -155,6 +162,7 @@ impl ProxyArgs {
             half_close_timeout: self.half_close_timeout,
             max_connections: self.max_connections,
             drain_timeout: self.drain_timeout,
+            client: self.client.into_config()?,
         })
     }
 }
