@@ -14,8 +14,11 @@ Content-Length: 23\r\nConnection: close\r\n\r\nMalformed request head\n";
 const TOO_LARGE: &[u8] =
     b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n\
 Content-Length: 23\r\nConnection: close\r\n\r\nRequest head too large\n";
-/// How long a refusal may take to go out before the connection is dropped anyway.
+/// How long a refusal may take to go out (and the client's leftover bytes to be drained)
+/// before the connection is dropped anyway.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Most leftover bytes drained after a refusal (see [`read_head`]).
+const LINGER_MAX: usize = 64 * 1024;
 
 /// Why no head was forwarded. Each ends only its own connection.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +73,18 @@ where
     };
     let _ = tokio::time::timeout(GOODBYE_TIMEOUT, async {
         client.write_all(answer).await?;
-        client.shutdown().await
+        client.shutdown().await?;
+        // A lingering close: closing a socket with unread bytes resets the connection, and
+        // the reset can overtake the answer, so drain what the client is still sending.
+        let mut sink = [0u8; 1024];
+        let mut drained = 0;
+        while drained < LINGER_MAX {
+            match client.read(&mut sink).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        Ok::<_, io::Error>(())
     })
     .await;
     result

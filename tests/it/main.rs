@@ -3,9 +3,11 @@
 mod browser;
 mod cert_reload;
 mod config_errors;
+mod forwarded_headers;
 mod forwarding;
 mod limits;
 mod metrics;
+mod proxy_protocol;
 mod quickstart;
 mod shutdown;
 mod smoke;
