@@ -136,7 +136,8 @@ async fn open(
     };
     let mut preamble = None;
     if !ctx.preamble.is_off() {
-        match ctx.preamble.prepare(&mut client, peer).await {
+        // Boxed so its buffers do not enlarge every connection's task when the feature is off.
+        match Box::pin(ctx.preamble.prepare(&mut client, peer)).await {
             Ok(bytes) => preamble = bytes,
             Err(refusal) => {
                 Metrics::count(&metrics.connections_rejected, refusal.reason());

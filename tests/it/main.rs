@@ -7,6 +7,7 @@ mod forwarded_headers;
 mod forwarding;
 mod limits;
 mod metrics;
+mod mtls;
 mod proxy_protocol;
 mod quickstart;
 mod shutdown;
