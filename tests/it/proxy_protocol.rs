@@ -91,8 +91,8 @@ async fn assert_v1(bind: &str) {
     assert_eq!(&seen.bytes[header.header.len()..], SPOOF);
 }
 
-/// The v2 header's TLVs by type.
-fn tlv<'a>(header: &'a v2::Header<'_>, kind: v2::Type) -> Option<Vec<u8>> {
+/// The value of the v2 header's TLV of type `kind`.
+fn tlv(header: &v2::Header<'_>, kind: v2::Type) -> Option<Vec<u8>> {
     header
         .tlvs()
         .map(|t| t.expect("well-formed TLV"))
