@@ -36,9 +36,17 @@ fuzz_target!(|data: &[u8]| {
     let mut headers = [httparse::EMPTY_HEADER; request_head::MAX_HEADERS + 16];
     let mut request = httparse::Request::new(&mut headers);
     let Ok(httparse::Status::Complete(len)) = request.parse(&out) else {
-        panic!("rewritten head does not parse: {:?}", String::from_utf8_lossy(&out));
+        panic!(
+            "rewritten head does not parse: {:?}",
+            String::from_utf8_lossy(&out)
+        );
     };
-    for ours in ["x-forwarded-for", "x-forwarded-proto", "forwarded", "x-client-cert-subject"] {
+    for ours in [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "forwarded",
+        "x-client-cert-subject",
+    ] {
         let count = request
             .headers
             .iter()

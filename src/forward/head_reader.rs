@@ -71,6 +71,16 @@ where
         Err(HeadFailure::TooLarge) => TOO_LARGE,
         _ => return result,
     };
+    refuse(client, answer).await;
+    result
+}
+
+/// Sends `answer`, closes our side, and drains what the client still sends, all within
+/// [`GOODBYE_TIMEOUT`].
+pub(super) async fn refuse<S>(client: &mut S, answer: &[u8])
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let _ = tokio::time::timeout(GOODBYE_TIMEOUT, async {
         client.write_all(answer).await?;
         client.shutdown().await?;
@@ -87,7 +97,6 @@ where
         Ok::<_, io::Error>(())
     })
     .await;
-    result
 }
 
 async fn read<S>(

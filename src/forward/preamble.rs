@@ -3,14 +3,12 @@
 //! With all of it off, nothing is read, allocated or sent.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
-use super::head_reader::{HeadFailure, read_head};
+use super::head_reader::{HeadFailure, read_head, refuse};
 use super::proxy_protocol::{self, TlsFacts};
 use super::request_head::ClientFacts;
 use crate::config::{ClientConfig, ForwardedHeaders, ProxyProtocol};
@@ -19,7 +17,6 @@ use crate::tls::{AllowList, ClientIdentity};
 /// What a client outside `--allow-san`/`--allow-cn` is told before the close.
 const FORBIDDEN: &[u8] = b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\n\
 Content-Length: 40\r\nConnection: close\r\n\r\nThis client certificate is not allowed.\n";
-const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The version as HAProxy's `ssl_fc_protocol` spells it.
 fn version_name(version: rustls::ProtocolVersion) -> Option<&'static str> {
@@ -94,11 +91,7 @@ impl Preamble {
             .and_then(|chain| chain.first())
             .and_then(ClientIdentity::from_leaf);
         if !self.allow.allows(identity.as_ref()) {
-            let _ = tokio::time::timeout(GOODBYE_TIMEOUT, async {
-                client.write_all(FORBIDDEN).await?;
-                client.shutdown().await
-            })
-            .await;
+            refuse(client, FORBIDDEN).await;
             return Err(Refusal::NotAllowed);
         }
         let (tcp, tls) = client.get_ref();

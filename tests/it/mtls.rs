@@ -44,6 +44,16 @@ impl Bundle {
     }
 }
 
+/// A fresh client CA as the bundle of a proxy with `--client-ca BUNDLE EXTRA…` in front of
+/// an echo app.
+async fn start_echo(extra: &[&str]) -> (TestCa, Bundle, EchoServer, Served) {
+    let client_ca = TestCa::new("client CA");
+    let bundle = Bundle::new(&client_ca);
+    let echo = EchoServer::start_tcp().await;
+    let served = start(&echo.addr().to_string(), &bundle.path(), extra).await;
+    (client_ca, bundle, echo, served)
+}
+
 /// A proxy with `--client-ca BUNDLE EXTRA…` in front of `upstream`.
 async fn start(upstream: &str, bundle: &Path, extra: &[&str]) -> Served {
     let bundle = bundle.to_str().unwrap();
@@ -75,15 +85,7 @@ fn header(echo: &EchoServer, name: &str) -> Option<String> {
 
 #[tokio::test]
 async fn required_refuses_no_certificate_and_other_cas_and_passes_the_identity_on() {
-    let client_ca = TestCa::new("client CA");
-    let bundle = Bundle::new(&client_ca);
-    let echo = EchoServer::start_tcp().await;
-    let served = start(
-        &echo.addr().to_string(),
-        &bundle.path(),
-        &["--forwarded-headers"],
-    )
-    .await;
+    let (client_ca, _bundle, echo, served) = start_echo(&["--forwarded-headers"]).await;
 
     let none = ws_echo(&served, client(&served, None)).await;
     assert!(none.is_err(), "a client without a certificate got through");
@@ -115,15 +117,8 @@ async fn required_refuses_no_certificate_and_other_cas_and_passes_the_identity_o
 
 #[tokio::test]
 async fn optional_lets_clients_without_a_certificate_through_without_an_identity() {
-    let client_ca = TestCa::new("client CA");
-    let bundle = Bundle::new(&client_ca);
-    let echo = EchoServer::start_tcp().await;
-    let served = start(
-        &echo.addr().to_string(),
-        &bundle.path(),
-        &["--client-auth", "optional", "--forwarded-headers"],
-    )
-    .await;
+    let (_client_ca, _bundle, echo, served) =
+        start_echo(&["--client-auth", "optional", "--forwarded-headers"]).await;
     ws_echo(&served, client(&served, None))
         .await
         .expect("optional lets it through");
@@ -182,15 +177,8 @@ async fn the_identity_reaches_the_app_in_the_proxy_v2_ssl_tlv() {
 
 #[tokio::test]
 async fn a_client_outside_the_allow_list_is_refused() {
-    let client_ca = TestCa::new("client CA");
-    let bundle = Bundle::new(&client_ca);
-    let echo = EchoServer::start_tcp().await;
-    let served = start(
-        &echo.addr().to_string(),
-        &bundle.path(),
-        &["--allow-cn", "billing", "--allow-san", "reports.internal"],
-    )
-    .await;
+    let (client_ca, _bundle, echo, served) =
+        start_echo(&["--allow-cn", "billing", "--allow-san", "reports.internal"]).await;
     let by_cn = client(&served, Some((&client_ca, &["billing"])));
     ws_echo(&served, by_cn)
         .await
