@@ -119,7 +119,8 @@ impl Preamble {
                 .unwrap_or_default();
             let cert: Vec<(&str, &str)> = cert.iter().map(|(n, v)| (*n, v.as_str())).collect();
             let facts = ClientFacts {
-                addr: peer,
+                // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d; the app should not.
+                addr: SocketAddr::new(peer.ip().to_canonical(), peer.port()),
                 local_port: local.port(),
                 sni: sni.as_deref(),
                 trusted: forwarded

@@ -13,6 +13,10 @@ const PP2_CLIENT_SSL: u8 = 0x01;
 const PP2_CLIENT_CERT_CONN: u8 = 0x02;
 /// PP2_CLIENT_CERT_SESS: it presented one at least once in this TLS session.
 const PP2_CLIENT_CERT_SESS: u8 = 0x04;
+/// Longest common name passed on. X.509 allows 64 characters; the cap keeps every TLV
+/// together far below the header's 64 KiB limit (SNI and ALPN are at most 255 bytes each),
+/// so building the header cannot fail.
+const MAX_CN: usize = 1024;
 
 /// What the TLS handshake established, for the v2 TLVs.
 #[derive(Debug, Default, Clone, Copy)]
@@ -67,7 +71,10 @@ fn v2_header(client: SocketAddr, local: SocketAddr, tls: &TlsFacts<'_>) -> Vec<u
     if let Some(cipher) = tls.cipher {
         sub(Type::SSLCipher, cipher.as_bytes());
     }
-    if let Some(cn) = tls.client_cn.filter(|_| tls.client_cert) {
+    if let Some(cn) = tls
+        .client_cn
+        .filter(|cn| tls.client_cert && cn.len() <= MAX_CN)
+    {
         sub(Type::SSLCommonName, cn.as_bytes());
     }
     let mut tlvs: Vec<(Type, &[u8])> = Vec::with_capacity(3);
@@ -78,17 +85,20 @@ fn v2_header(client: SocketAddr, local: SocketAddr, tls: &TlsFacts<'_>) -> Vec<u
         tlvs.push((Type::Authority, sni.as_bytes()));
     }
     tlvs.push((Type::SSL, &ssl));
-    let addresses = v2::Addresses::from((client, local));
-    let mut builder =
-        Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, addresses);
-    for (kind, value) in tlvs {
-        // Only a value over 64 KiB fails, and none of these can be that long.
-        builder = match builder.write_tlv(kind, value) {
-            Ok(b) => b,
-            Err(_) => return Vec::new(),
-        };
-    }
-    builder.build().unwrap_or_default()
+    let builder = || {
+        Builder::with_addresses(
+            Version::Two | Command::Proxy,
+            Protocol::Stream,
+            v2::Addresses::from((client, local)),
+        )
+    };
+    let with_tlvs = tlvs
+        .into_iter()
+        .try_fold(builder(), |b, (kind, value)| b.write_tlv(kind, value))
+        .and_then(Builder::build);
+    // Only a header over 64 KiB fails, which MAX_CN rules out; should it happen anyway, the
+    // addresses (what the header is for) still go out, without the TLVs.
+    with_tlvs.unwrap_or_else(|_| builder().build().unwrap_or_default())
 }
 
 /// Both addresses in one family, as the header needs: IPv4-mapped IPv6 addresses (a
