@@ -82,7 +82,11 @@ pub async fn run(
     let client_auth = match &config.client.client_ca {
         Some(ca) => {
             let verifier = ClientCaVerifier::new(ca.path.clone(), ca.required, tls::provider())?;
-            verifier.spawn_watch(config.cert_poll_interval, sources_stop.child_token());
+            verifier.spawn_watch(
+                config.cert_poll_interval,
+                sources_stop.child_token(),
+                Arc::clone(&metrics),
+            );
             Some(verifier as Arc<dyn rustls::server::danger::ClientCertVerifier>)
         }
         None => None,

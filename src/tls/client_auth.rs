@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::certs::watch::{self, Refresh};
+use crate::metrics::{Metrics, Reload};
 
 /// Why the CA bundle cannot be used. At start-up this stops the proxy; on reload the last
 /// good bundle stays in force.
@@ -119,10 +120,12 @@ impl ClientCaVerifier {
 
     /// Re-reads the bundle on change and every `poll_interval` until `stop`; a bad bundle is
     /// logged and the last good one stays in force.
+    /// Reloads are counted in `cert_reloads_total{source="client-ca:PATH"}`.
     pub fn spawn_watch(
         self: &Arc<Self>,
         poll_interval: Duration,
         stop: CancellationToken,
+        metrics: Arc<Metrics>,
     ) -> tokio::task::JoinHandle<()> {
         // A file is watched through its directory: kubelet swaps a symlink beside it.
         let dir = if self.path.is_dir() {
@@ -136,6 +139,8 @@ impl ClientCaVerifier {
         let reloader = Reloader {
             verifier: Arc::clone(self),
             fingerprint: load_client_roots(&self.path).ok().map(|(_, f)| f),
+            source: format!("client-ca:{}", self.path.display()),
+            metrics,
         };
         watch::spawn_watch(dir, reloader, poll_interval, stop)
     }
@@ -167,25 +172,56 @@ fn build(
 /// The watch side: re-reads the bundle and swaps the verifier when its content changed.
 struct Reloader {
     verifier: Arc<ClientCaVerifier>,
+    /// The content last loaded or refused, so an unchanged bundle is not re-reported.
     fingerprint: Option<u64>,
+    /// The `source` label of the reload metric.
+    source: String,
+    metrics: Arc<Metrics>,
+}
+
+impl Reloader {
+    fn count(&self, result: &'static str) {
+        let labels = Reload {
+            source: self.source.clone(),
+            result,
+        };
+        self.metrics.cert_reloads.get_or_create(&labels).inc();
+    }
 }
 
 impl Refresh for Reloader {
     async fn refresh(&mut self) {
-        let v = &self.verifier;
-        let loaded = load_client_roots(&v.path)
-            .and_then(|(roots, f)| Ok((build(roots, v.required, &v.provider, &v.path)?, f)));
-        match loaded {
-            Ok((_, fingerprint)) if self.fingerprint == Some(fingerprint) => {}
-            Ok((verifier, fingerprint)) => {
+        let v = Arc::clone(&self.verifier);
+        let (roots, fingerprint) = match load_client_roots(&v.path) {
+            Ok(loaded) => loaded,
+            Err(err) => return self.refuse(&err, None),
+        };
+        if self.fingerprint == Some(fingerprint) {
+            return;
+        }
+        match build(roots, v.required, &v.provider, &v.path) {
+            Ok(verifier) => {
                 v.current.store(Arc::new(Current(verifier)));
                 self.fingerprint = Some(fingerprint);
+                self.count("success");
                 info!(client_ca = %v.path.display(), "client CA bundle reloaded");
             }
-            Err(err) => {
-                warn!(client_ca = %v.path.display(), error = %err, "client CA bundle not reloaded; keeping the last good one");
-            }
+            Err(err) => self.refuse(&err, Some(fingerprint)),
         }
+    }
+}
+
+impl Reloader {
+    /// Logs and counts a bundle that cannot be used, once per content (`None`: unreadable).
+    fn refuse(&mut self, err: &ClientCaError, fingerprint: Option<u64>) {
+        // 0 stands for "unreadable", so a file that stays broken is reported once.
+        let seen = fingerprint.unwrap_or(0);
+        if self.fingerprint == Some(seen) {
+            return;
+        }
+        self.fingerprint = Some(seen);
+        self.count("failure");
+        warn!(client_ca = %self.verifier.path.display(), error = %err, "client CA bundle not reloaded; keeping the last good one");
     }
 }
 

@@ -1,6 +1,6 @@
 //! Client certificates (mTLS): `--client-ca` with `--client-auth required|optional`, the
 //! `--allow-san`/`--allow-cn` allow-list, the identity reaching the app (X-Client-Cert-*
-//! headers, PROXY v2 TLV), and a CA bundle rotated without a restart.
+//! headers, PROXY v2 TLV), and a CA bundle rotated without a restart (a broken one refused).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use crate::support::*;
 
 const HANDSHAKE_FAILURES: &str = "wss_sidecar_handshake_failures_total";
 const REJECTED: &str = "wss_sidecar_connections_rejected_total";
+const RELOADS: &str = "wss_sidecar_cert_reloads_total";
 
 /// A client CA bundle in a directory of its own (as a mounted ConfigMap would be).
 struct Bundle {
@@ -228,4 +229,21 @@ async fn a_rotated_ca_bundle_applies_to_new_handshakes_without_a_restart() {
         ws_echo(&served, old_client).await.is_err(),
         "the old CA is no longer trusted"
     );
+    let source = format!("client-ca:{}", bundle.path().display());
+    let reloads = [("source", source.as_str()), ("result", "success")];
+    served.proxy.wait_for_metric(RELOADS, &reloads, 1.0).await;
+
+    // A broken bundle is refused, counted, and the last good one stays in force.
+    let aside = bundle.dir.path().join(".broken");
+    std::fs::write(
+        &aside,
+        "-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    std::fs::rename(&aside, bundle.path()).unwrap();
+    let failures = [("source", source.as_str()), ("result", "failure")];
+    served.proxy.wait_for_metric(RELOADS, &failures, 1.0).await;
+    ws_echo(&served, new_client)
+        .await
+        .expect("the last good bundle still applies");
 }
