@@ -189,3 +189,43 @@ impl ClientArgs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        client: ClientArgs,
+    }
+
+    fn config(args: &[&str]) -> Result<ClientConfig, ConfigError> {
+        let argv = std::iter::once("test").chain(args.iter().copied());
+        Flags::try_parse_from(argv).unwrap().client.into_config()
+    }
+
+    #[test]
+    fn everything_is_off_by_default() {
+        let cfg = config(&[]).unwrap();
+        assert!(cfg.proxy_protocol.is_none());
+        assert!(cfg.forwarded_headers.is_none());
+        assert!(cfg.client_ca.is_none());
+    }
+
+    #[test]
+    fn forwarded_headers_take_ips_and_cidrs() {
+        let cfg = config(&["--forwarded-headers", "--trust-forwarded", "10.0.0.0/8,::1"]).unwrap();
+        let forwarded = cfg.forwarded_headers.unwrap();
+        assert_eq!(forwarded.max_head, 16 * 1024);
+        assert_eq!(forwarded.timeout, Duration::from_secs(10));
+        let trusted: Vec<String> = forwarded.trusted.iter().map(|n| n.to_string()).collect();
+        assert_eq!(trusted, ["10.0.0.0/8", "::1/128"]);
+        assert_eq!(
+            config(&["--proxy-protocol", "v2"]).unwrap().proxy_protocol,
+            Some(ProxyProtocol::V2)
+        );
+    }
+}
