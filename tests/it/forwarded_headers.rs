@@ -223,14 +223,13 @@ async fn a_head_that_never_finishes_is_closed_at_the_timeout_and_others_carry_on
 #[tokio::test]
 async fn an_ipv6_client_is_bracketed_and_quoted_in_forwarded() {
     let echo = EchoServer::start_tcp().await;
-    let ca = TestCa::new("v6 CA");
-    let dir = tempfile::tempdir().unwrap();
-    write_plain_pair(dir.path(), &ca.issue(LeafSpec::new(&[APP_NAME])));
-    let upstream = echo.addr().to_string();
-    let args = serving_args(&upstream, dir.path(), &["--forwarded-headers"]);
-    let proxy = TestProxy::start_on("[::1]:0", &args).await;
-    let config = client_config(&[ca.cert_der()], &[b"http/1.1"]);
-    let mut ws = ws_connect(proxy.addr, APP_NAME, config).await.unwrap();
+    let served = Served::start_on(
+        "[::1]:0",
+        &echo.addr().to_string(),
+        &["--forwarded-headers"],
+    )
+    .await;
+    let mut ws = served.ws().await.unwrap();
     assert_echo(&mut ws, Message::text("over IPv6")).await;
     let client_port = ws.get_ref().get_ref().0.local_addr().unwrap().port();
     assert_eq!(header(&echo, "x-forwarded-for").as_deref(), Some("::1"));

@@ -3,7 +3,6 @@
 //! sent by the client is forwarded as data, never believed.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use ppp::{HeaderResult, v1, v2};
 use tokio::io::AsyncWriteExt;
@@ -25,19 +24,13 @@ struct Seen {
 
 async fn through_proxy(version: &str, bind: &str) -> Seen {
     let (upstream_addr, mut accepted) = raw_upstream_tcp().await;
-    let ca = TestCa::new("pp CA");
-    let dir = tempfile::tempdir().unwrap();
-    write_plain_pair(dir.path(), &ca.issue(LeafSpec::new(&[APP_NAME])));
-    let upstream = upstream_addr.to_string();
-    let proxy = TestProxy::start_on(
+    let served = Served::start_on(
         bind,
-        &serving_args(&upstream, dir.path(), &["--proxy-protocol", version]),
+        &upstream_addr.to_string(),
+        &["--proxy-protocol", version],
     )
     .await;
-    let config = client_config(&[ca.cert_der()], &[b"http/1.1"]);
-    let mut tls = tls_connect(proxy.addr, APP_NAME, Arc::clone(&config))
-        .await
-        .expect("tls through the proxy");
+    let mut tls = served.tls().await.expect("tls through the proxy");
     let client = tls.get_ref().0.local_addr().unwrap();
     tls.write_all(SPOOF).await.unwrap();
     tls.flush().await.unwrap();
@@ -46,7 +39,7 @@ async fn through_proxy(version: &str, bind: &str) -> Seen {
     Seen {
         bytes,
         client,
-        listener: proxy.addr,
+        listener: served.proxy.addr,
     }
 }
 
