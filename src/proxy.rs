@@ -79,18 +79,12 @@ pub async fn run(
         source.spawn_watch(config.cert_poll_interval, sources_stop.child_token());
     }
 
-    let client_auth = match &config.client.client_ca {
-        Some(ca) => {
-            let verifier = ClientCaVerifier::new(ca.path.clone(), ca.required, tls::provider())?;
-            verifier.spawn_watch(
-                config.cert_poll_interval,
-                sources_stop.child_token(),
-                Arc::clone(&metrics),
-            );
-            Some(verifier as Arc<dyn rustls::server::danger::ClientCertVerifier>)
-        }
-        None => None,
-    };
+    let client_auth = ClientCaVerifier::spawn_for(
+        config.client.client_ca.as_ref(),
+        config.cert_poll_interval,
+        &sources_stop,
+        &metrics,
+    )?;
     let tls_config = tls::server_config(Arc::new(Resolver::new(Arc::clone(&store))), client_auth)?;
     let readiness = Arc::new(Readiness::new(Arc::clone(&store)));
 

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::certs::watch::{self, Refresh};
+use crate::config::ClientCa;
 use crate::metrics::{Metrics, Reload};
 
 /// Why the CA bundle cannot be used. At start-up this stops the proxy; on reload the last
@@ -118,10 +119,25 @@ impl ClientCaVerifier {
         }))
     }
 
+    /// The verifier for `--client-ca` (`None` without one), reloading until `stop`.
+    pub fn spawn_for(
+        client_ca: Option<&ClientCa>,
+        poll_interval: Duration,
+        stop: &CancellationToken,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Option<Arc<dyn ClientCertVerifier>>, ClientCaError> {
+        let Some(ca) = client_ca else {
+            return Ok(None);
+        };
+        let verifier = Self::new(ca.path.clone(), ca.required, super::provider())?;
+        verifier.spawn_watch(poll_interval, stop.child_token(), Arc::clone(metrics));
+        Ok(Some(verifier))
+    }
+
     /// Re-reads the bundle on change and every `poll_interval` until `stop`; a bad bundle is
     /// logged and the last good one stays in force.
     /// Reloads are counted in `cert_reloads_total{source="client-ca:PATH"}`.
-    pub fn spawn_watch(
+    fn spawn_watch(
         self: &Arc<Self>,
         poll_interval: Duration,
         stop: CancellationToken,
