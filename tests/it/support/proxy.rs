@@ -47,17 +47,19 @@ impl TestProxy {
 
     /// Starts the proxy without waiting for readiness.
     pub async fn start_unready(args: &[&str]) -> TestProxy {
-        Self::start_unready_on("127.0.0.1:0", args).await
+        let tls = TcpListener::bind("127.0.0.1:0").await.expect("bind tls");
+        Self::start_unready_with(tls, args).await
     }
 
     /// Like [`TestProxy::start`], with the TLS listener bound to `tls_bind` (e.g. `[::1]:0`).
     pub async fn start_on(tls_bind: &str, args: &[&str]) -> TestProxy {
-        let proxy = Self::start_unready_on(tls_bind, args).await;
+        let tls = TcpListener::bind(tls_bind).await.expect("bind tls");
+        let proxy = Self::start_unready_with(tls, args).await;
         proxy.wait_ready().await;
         proxy
     }
 
-    async fn start_unready_on(tls_bind: &str, args: &[&str]) -> TestProxy {
+    async fn start_unready_with(tls: TcpListener, args: &[&str]) -> TestProxy {
         super::install_crypto_provider();
         let argv = ["wss-sidecar", "proxy"]
             .into_iter()
@@ -69,7 +71,6 @@ impl TestProxy {
         let config = proxy_args
             .into_config()
             .unwrap_or_else(|e| panic!("bad test config: {e}"));
-        let tls = TcpListener::bind(tls_bind).await.expect("bind tls");
         let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
         let addr = tls.local_addr().expect("tls addr");
         let admin_addr = admin.local_addr().expect("admin addr");
