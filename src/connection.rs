@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::config::Upstream;
-use crate::forward::{self, CloseReason, Counters, Timeouts};
+use crate::forward::{self, CloseReason, Counters, Preamble, Timeouts};
 use crate::metrics::Metrics;
 use crate::tls;
 
@@ -42,6 +42,8 @@ pub struct ConnectionContext {
     pub counters: Counters,
     /// TLS-ALPN-01 answers when ACME uses that challenge; `None` keeps the plain handshake.
     pub alpn_challenges: Option<Arc<dyn tls::AlpnChallenges>>,
+    /// The allow-list, PROXY header and forwarded headers (`Preamble::is_off` when unused).
+    pub preamble: Preamble,
 }
 
 /// Decrements the open-connections gauge however the task ends.
@@ -145,8 +147,31 @@ async fn open(
             return None;
         }
     };
+    let mut preamble = None;
+    if !ctx.preamble.is_off() {
+        // Boxed so its buffers do not enlarge every connection's task when the feature is off.
+        match Box::pin(ctx.preamble.prepare(&mut client, peer)).await {
+            Ok(bytes) => preamble = bytes,
+            Err(refusal) => {
+                Metrics::count(&metrics.connections_rejected, refusal.reason());
+                debug!(client.addr = %peer, error = %refusal, "client refused");
+                return None;
+            }
+        }
+    }
     match forward::connect(&ctx.upstream, ctx.connect_timeout).await {
-        Ok(upstream) => Some((client, upstream)),
+        Ok(mut upstream) => {
+            if let Some(bytes) = preamble {
+                let sent = tokio::time::timeout(ctx.connect_timeout, upstream.write_all(&bytes));
+                if !matches!(sent.await, Ok(Ok(()))) {
+                    Metrics::count(&metrics.upstream_connect_failures, "io");
+                    warn!(client.addr = %peer, upstream = %ctx.upstream, "cannot send the preamble to the upstream");
+                    return None;
+                }
+                ctx.counters.client_to_upstream.inc_by(bytes.len() as u64);
+            }
+            Some((client, upstream))
+        }
         Err(err) => {
             Metrics::count(&metrics.upstream_connect_failures, err.reason());
             warn!(client.addr = %peer, upstream = %ctx.upstream, error = %err, "cannot reach upstream");

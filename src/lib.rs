@@ -6,8 +6,10 @@
 //! The data path, in the order a connection meets it:
 //! - [`listener`]: the accept loop, bounded by `--max-connections`.
 //! - [`connection`]: one client: handshake, upstream connect, forwarding, accounting.
-//! - [`tls`]: the rustls configuration, the handshake, and the SNI [`tls::Resolver`].
-//! - [`forward`]: connecting to the upstream (TCP or unix socket) and the two-way copy.
+//! - [`tls`]: the rustls configuration, the handshake, the SNI [`tls::Resolver`], and client
+//!   certificates (a reloading CA verifier, the identity and its allow-list).
+//! - [`forward`]: what the upstream is told about the client first (a PROXY header, the
+//!   rewritten request head), connecting to the upstream (TCP or unix socket), the two-way copy.
 //!
 //! The certificate path, feeding the resolver from the side:
 //! - [`certs`]: sources (a watched directory, the self-signed fallback) publish validated

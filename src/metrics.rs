@@ -99,13 +99,16 @@ pub struct Metrics {
     pub connections: Counter,
     /// Client connections refused before the handshake, by reason (`limit`).
     pub connections_refused: Family<Reason, Counter>,
-    /// Failed TLS handshakes by reason (`timeout`, `not_tls`, `tls`, `io`).
+    /// Failed TLS handshakes by reason (`timeout`, `not_tls`, `eof`, `tls`, `client_cert`).
     pub handshake_failures: Family<Reason, Counter>,
     /// Failed connects to the upstream by reason (`refused`, `timeout`, `io`).
     pub upstream_connect_failures: Family<Reason, Counter>,
     /// Connections that ended, by reason (`closed`, `idle_timeout`, `drain`, `client_error`,
     /// `upstream_error`).
     pub connections_closed: Family<Reason, Counter>,
+    /// Connections closed after the handshake before reaching the upstream, by reason
+    /// (`not_allowed`, `malformed_head`, `head_too_large`, `head_timeout`, `head_eof`, `head_io`).
+    pub connections_rejected: Family<Reason, Counter>,
     /// Bytes from clients to the upstream.
     pub bytes_client_to_upstream: Counter,
     /// Bytes from the upstream to clients.
@@ -148,6 +151,11 @@ impl Metrics {
             "connections_closed",
             "Client connections that ended, by reason",
         );
+        let connections_rejected: Family<Reason, Counter> = register(
+            &mut registry,
+            "connections_rejected",
+            "Client connections closed after the handshake before reaching the upstream",
+        );
         let bytes: Family<Direction, Counter> = register(&mut registry, "bytes", "Bytes forwarded");
         let bytes_client_to_upstream = bytes
             .get_or_create(&Direction {
@@ -181,6 +189,7 @@ impl Metrics {
             handshake_failures,
             upstream_connect_failures,
             connections_closed,
+            connections_rejected,
             bytes_client_to_upstream,
             bytes_upstream_to_client,
             cert_not_after,

@@ -18,11 +18,12 @@ use crate::certs::{CertStore, DirSource, self_signed};
 use crate::config::ProxyConfig;
 use crate::config::acme::ChallengeKind;
 use crate::connection::ConnectionContext;
+use crate::forward::Preamble;
 use crate::forward::{Counters, Timeouts};
 use crate::health::Readiness;
 use crate::listener;
 use crate::metrics::Metrics;
-use crate::tls::{self, Resolver};
+use crate::tls::{self, ClientCaVerifier, Resolver};
 
 /// After the drain deadline, how long cancelled connections get to finish closing.
 const CANCEL_GRACE: Duration = Duration::from_secs(5);
@@ -49,6 +50,9 @@ pub enum RunError {
     /// The ACME store (`--acme-store`) cannot be opened.
     #[error("--acme-store: {0}")]
     AcmeStore(#[from] crate::acme::StoreError),
+    /// The `--client-ca` bundle could not be loaded.
+    #[error("--client-ca: {0}")]
+    ClientCa(#[from] crate::tls::ClientCaError),
 }
 
 /// Runs the proxy until `shutdown` resolves, then drains: readiness turns false at once, the
@@ -85,7 +89,13 @@ pub async fn run(
 
     let acme = spawn_acme(&config, &store, &metrics, &sources_stop)?;
 
-    let tls_config = tls::server_config(Arc::new(Resolver::new(Arc::clone(&store))))?;
+    let client_auth = ClientCaVerifier::spawn_for(
+        config.client.client_ca.as_ref(),
+        config.cert_poll_interval,
+        &sources_stop,
+        &metrics,
+    )?;
+    let tls_config = tls::server_config(Arc::new(Resolver::new(Arc::clone(&store))), client_auth)?;
     let readiness = Arc::new(Readiness::new(Arc::clone(&store)));
 
     let admin_stop = CancellationToken::new();
@@ -126,6 +136,7 @@ pub async fn run(
                 .map(|responder| responder as Arc<dyn tls::AlpnChallenges>),
             _ => None,
         },
+        preamble: Preamble::new(&config.client),
     });
     let tracker = TaskTracker::new();
     let conn_cancel = CancellationToken::new();

@@ -57,6 +57,7 @@ fn demo_config(args: &DemoArgs, listen: SocketAddr, app: SocketAddr) -> ProxyCon
         drain_timeout: Duration::from_secs(5),
         acme: None,
         http_listen: None,
+        client: Default::default(),
     }
 }
 

@@ -11,18 +11,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use notify::{RecursiveMode, Watcher};
 use rustls::crypto::CryptoProvider;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
 
 use super::pair::{CertError, load_pair};
 use super::store::Publisher;
-
-/// How long to let a burst of file events settle before reading, so that a writer that
-/// replaces `tls.crt` and `tls.key` one after the other is read once, complete.
-const SETTLE: Duration = Duration::from_millis(100);
+use super::watch::{self, Refresh};
 
 /// How many times to re-read when the files changed under us during a read.
 const READ_ATTEMPTS: usize = 3;
@@ -79,54 +73,16 @@ impl DirSource {
 
     /// Watches the directory until `stop`, reloading on change and every `poll_interval`.
     pub fn spawn_watch(
-        mut self,
+        self,
         poll_interval: Duration,
         stop: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            let changed = Arc::new(Notify::new());
-            let mut watcher = watch_dir(&self.dir, &changed);
-            // Catch a change made between the caller's first load and the watch starting.
-            self.reload().await;
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = changed.notified() => tokio::time::sleep(SETTLE).await,
-                    () = tokio::time::sleep(poll_interval) => {
-                        if watcher.is_none() {
-                            watcher = watch_dir(&self.dir, &changed);
-                        }
-                    }
-                }
-                self.reload().await;
-            }
-        })
+        watch::spawn_watch(self.dir.clone(), self, poll_interval, stop)
     }
 
     /// The source's label.
     pub fn label(&self) -> &str {
         self.publisher.label()
-    }
-}
-
-/// Starts an inotify (or platform) watch on `dir` that pokes `changed` on any event. Without
-/// a watch the poll still finds changes, just later.
-fn watch_dir(dir: &Path, changed: &Arc<Notify>) -> Option<notify::RecommendedWatcher> {
-    let poke = Arc::clone(changed);
-    let handler = move |event: notify::Result<notify::Event>| match event {
-        Ok(_) => poke.notify_one(),
-        Err(err) => debug!(error = %err, "certificate directory watch error"),
-    };
-    let watcher = notify::recommended_watcher(handler).and_then(|mut w| {
-        w.watch(dir, RecursiveMode::NonRecursive)?;
-        Ok(w)
-    });
-    match watcher {
-        Ok(w) => Some(w),
-        Err(err) => {
-            warn!(cert.dir = %dir.display(), error = %err, "cannot watch certificate directory; relying on polling");
-            None
-        }
     }
 }
 
@@ -167,6 +123,12 @@ async fn read(path: &Path) -> Result<Vec<u8>, CertError> {
             path: path.to_path_buf(),
             source,
         })
+}
+
+impl Refresh for DirSource {
+    async fn refresh(&mut self) {
+        self.reload().await;
+    }
 }
 
 fn fingerprint(cert: &[u8], key: &[u8]) -> u64 {

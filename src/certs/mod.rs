@@ -7,6 +7,7 @@ pub mod dir_source;
 pub mod pair;
 pub mod self_signed;
 pub mod store;
+pub(crate) mod watch;
 
 pub use dir_source::DirSource;
 pub use pair::{CertError, LoadedCert, load_pair};

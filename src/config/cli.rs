@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use super::client::ClientArgs;
 use super::parse::{parse_duration, parse_optional_duration, parse_upstream};
 use super::{ConfigError, LogFormat, ProxyConfig, Upstream};
 
@@ -102,6 +103,9 @@ pub struct ProxyArgs {
     /// Automatic certificates from an ACME CA.
     #[command(flatten)]
     pub acme: super::acme::AcmeArgs,
+    /// Who the client is: PROXY protocol, forwarded headers, client certificates.
+    #[command(flatten)]
+    pub client: ClientArgs,
 
     /// Logging.
     #[command(flatten)]
@@ -165,6 +169,7 @@ impl ProxyArgs {
             half_close_timeout: self.half_close_timeout,
             max_connections: self.max_connections,
             drain_timeout: self.drain_timeout,
+            client: self.client.into_config()?,
         })
     }
 }

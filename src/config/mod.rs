@@ -2,9 +2,11 @@
 
 pub mod acme;
 mod cli;
+mod client;
 mod parse;
 
 pub use cli::{Cli, Command, DemoArgs, EchoArgs, LogArgs, ProxyArgs};
+pub use client::{ClientArgs, ClientAuth, ClientCa, ClientConfig, ForwardedHeaders, ProxyProtocol};
 pub use parse::{Upstream, parse_duration, parse_upstream};
 
 use std::net::SocketAddr;
@@ -49,6 +51,8 @@ pub struct ProxyConfig {
     pub max_connections: usize,
     /// After SIGTERM, how long live connections may finish.
     pub drain_timeout: Duration,
+    /// Who the client is and what the upstream is told about it.
+    pub client: ClientConfig,
 }
 
 /// A configuration problem found at start-up. The message names the flag.

@@ -1,8 +1,16 @@
-//! Forwarding after the handshake: open the upstream, then copy bytes both ways.
+//! Forwarding after the handshake: tell the upstream who the client is (PROXY header,
+//! forwarded headers), open the upstream, then copy bytes both ways.
 
 mod duplex;
+mod head_reader;
 mod one_way;
+mod preamble;
+mod proxy_protocol;
+pub mod request_head;
 mod upstream;
 
 pub use duplex::{CloseReason, Counters, Timeouts, forward};
+pub use head_reader::HeadFailure;
+pub use preamble::{Preamble, Refusal};
+pub use proxy_protocol::TlsFacts;
 pub use upstream::{ConnectError, UpstreamStream, connect};

@@ -46,6 +46,7 @@ impl HandshakeError {
             HandshakeError::Timeout => "timeout",
             HandshakeError::NotTls => "not_tls",
             HandshakeError::Eof(_) => "eof",
+            HandshakeError::Tls(e) if super::is_client_cert_error(e) => "client_cert",
             HandshakeError::Tls(_) => "tls",
             HandshakeError::AcmeChallenge(_) => "acme_challenge",
             HandshakeError::NoChallenge(_) => "acme_no_challenge",

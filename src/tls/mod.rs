@@ -1,12 +1,16 @@
-//! TLS termination: the crypto provider, the server configuration, the certificate resolver
-//! and the handshake itself.
+//! TLS termination: the crypto provider, the server configuration, the certificate resolver,
+//! client certificates (mTLS) and the handshake itself.
 
 mod acme_alpn;
+mod client_auth;
+mod client_identity;
 mod handshake;
 mod resolver;
 mod server_config;
 
 pub use acme_alpn::{ACME_TLS_ALPN, AlpnChallenges, accept_answering};
+pub use client_auth::{ClientCaError, ClientCaVerifier, is_client_cert_error, load_client_roots};
+pub use client_identity::{AllowList, ClientIdentity};
 pub use handshake::{HandshakeError, accept};
 pub use resolver::Resolver;
 pub use server_config::{ALPN_HTTP11, provider, server_config};

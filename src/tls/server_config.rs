@@ -4,6 +4,8 @@ use std::sync::{Arc, OnceLock};
 
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 
 use super::Resolver;
 
@@ -23,11 +25,14 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Builds the server configuration: TLS 1.3 and 1.2, ALPN `http/1.1`, certificates from
-/// `resolver`.
-pub fn server_config(resolver: Arc<Resolver>) -> Result<Arc<ServerConfig>, rustls::Error> {
+/// `resolver`; client certificates checked by `client_auth` when given (`--client-ca`).
+pub fn server_config(
+    resolver: Arc<Resolver>,
+    client_auth: Option<Arc<dyn ClientCertVerifier>>,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
+        .with_client_cert_verifier(client_auth.unwrap_or_else(WebPkiClientVerifier::no_client_auth))
         .with_cert_resolver(resolver);
     config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);

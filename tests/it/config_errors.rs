@@ -83,3 +83,45 @@ async fn help_and_version_exit_zero() {
     let (code, _) = run_to_exit(&["proxy", "--help"], &[]).await;
     assert_eq!(code, 0);
 }
+
+#[tokio::test]
+async fn bad_client_identity_flags_are_refused() {
+    let empty = tempfile::tempdir().unwrap();
+    let not_pem = empty.path().join("ca.pem");
+    std::fs::write(&not_pem, "not a certificate").unwrap();
+    let not_pem = not_pem.to_str().unwrap();
+    for (args, env, flag) in [
+        (&["--proxy-protocol", "v3"][..], &[][..], "--proxy-protocol"),
+        (&["--client-ca", "/nonexistent/ca.pem"], &[], "--client-ca"),
+        (&["--client-ca", not_pem], &[], "--client-ca"),
+        (
+            &["--client-ca", not_pem, "--client-auth", "sometimes"],
+            &[],
+            "--client-auth",
+        ),
+        (&["--allow-cn", "caller"], &[], "--allow-cn"),
+        (&["--allow-san", "caller.test"], &[], "--allow-san"),
+        (
+            &["--forwarded-headers", "--trust-forwarded", "somewhere"],
+            &[],
+            "--trust-forwarded",
+        ),
+        (
+            &[],
+            &[("WSS_SIDECAR_TRUST_FORWARDED", "10.0.0.0/8")],
+            "--trust-forwarded",
+        ),
+        (
+            &["--forwarded-headers", "--max-request-head", "10"],
+            &[],
+            "--max-request-head",
+        ),
+        (
+            &["--forwarded-headers", "--request-head-timeout", "0s"],
+            &[],
+            "--request-head-timeout",
+        ),
+    ] {
+        assert_refused(args, env, flag).await;
+    }
+}

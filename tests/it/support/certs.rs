@@ -78,6 +78,8 @@ pub struct LeafSpec {
     pub key: KeyKind,
     pub key_format: KeyFormat,
     pub validity: Validity,
+    /// Issued for TLS clients (extended key usage clientAuth) instead of servers.
+    pub client: bool,
 }
 
 impl LeafSpec {
@@ -92,7 +94,14 @@ impl LeafSpec {
                 not_before: now - DAY,
                 not_after: now + 30 * DAY,
             },
+            client: false,
         }
+    }
+
+    /// A client certificate (mTLS): extended key usage clientAuth.
+    pub fn for_clients(mut self) -> Self {
+        self.client = true;
+        self
     }
 
     pub fn key(mut self, key: KeyKind) -> Self {
@@ -242,7 +251,11 @@ impl TestCa {
                 .push(DnType::CommonName, first.as_str());
         }
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.extended_key_usages = vec![if spec.client {
+            ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            ExtendedKeyUsagePurpose::ServerAuth
+        }];
         params.use_authority_key_identifier_extension = true;
         params.not_before = spec.validity.not_before.into();
         params.not_after = spec.validity.not_after.into();

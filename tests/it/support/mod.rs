@@ -5,6 +5,7 @@
 //! - `key_formats`: PKCS#8 to PKCS#1 / SEC1 re-encoding behind `certs`.
 //! - `kubelet`: certificate directories updated the way kubelet updates a mounted Secret.
 //! - `client`: TLS and WebSocket clients that report which certificate the server presented.
+//! - `identity`: clients presenting certificates (mTLS), reading what an upstream received.
 //! - `echo`: upstream apps (WebSocket echo over TCP or a unix socket, raw TCP listener).
 //! - `child`: child processes whose output is kept and shown when the test fails.
 //! - `process`: the real binary as a child process (the proxy, or the demo), its logs and
@@ -21,6 +22,7 @@ pub mod certs;
 pub mod child;
 pub mod client;
 pub mod echo;
+pub mod identity;
 pub mod key_formats;
 pub mod kubelet;
 pub mod pebble;
@@ -41,6 +43,8 @@ pub use client::{
 };
 #[allow(unused_imports)]
 pub use echo::{EchoServer, raw_upstream_tcp};
+#[allow(unused_imports)]
+pub use identity::{mtls_client, read_until};
 #[allow(unused_imports)]
 pub use kubelet::{KubeletDir, write_plain_pair};
 #[allow(unused_imports)]

@@ -51,6 +51,14 @@ impl TestProxy {
         Self::start_unready_on(tls, None, args).await
     }
 
+    /// Like [`TestProxy::start`], with the TLS listener bound to `tls_bind` (e.g. `[::1]:0`).
+    pub async fn start_on(tls_bind: &str, args: &[&str]) -> TestProxy {
+        let tls = TcpListener::bind(tls_bind).await.expect("bind tls");
+        let proxy = Self::start_unready_on(tls, None, args).await;
+        proxy.wait_ready().await;
+        proxy
+    }
+
     /// Starts the proxy on listeners the test bound first (an ACME CA must know the ports
     /// before the proxy orders), without waiting for readiness.
     pub async fn start_unready_on(

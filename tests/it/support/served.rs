@@ -50,6 +50,14 @@ impl Served {
         Self::start_in(ca, cert_dir, upstream, extra).await
     }
 
+    /// Like [`Served::start`], with the TLS listener bound to `tls_bind` (e.g. `[::1]:0`).
+    pub async fn start_on(tls_bind: &str, upstream: &str, extra: &[&str]) -> Served {
+        let ca = TestCa::new("served CA");
+        let cert_dir = tempfile::tempdir().expect("tempdir");
+        write_plain_pair(cert_dir.path(), &ca.issue(LeafSpec::new(&[APP_NAME])));
+        Self::start_bound(tls_bind, &ca, cert_dir, upstream, extra).await
+    }
+
     /// Like [`Served::start`], on a directory the caller laid out (kubelet-style, symlinks).
     pub async fn start_in(
         ca: &TestCa,
@@ -57,7 +65,18 @@ impl Served {
         upstream: &str,
         extra: &[&str],
     ) -> Served {
-        let proxy = TestProxy::start(&serving_args(upstream, cert_dir.path(), extra)).await;
+        Self::start_bound("127.0.0.1:0", ca, cert_dir, upstream, extra).await
+    }
+
+    async fn start_bound(
+        tls_bind: &str,
+        ca: &TestCa,
+        cert_dir: TempDir,
+        upstream: &str,
+        extra: &[&str],
+    ) -> Served {
+        let args = serving_args(upstream, cert_dir.path(), extra);
+        let proxy = TestProxy::start_on(tls_bind, &args).await;
         Served {
             ca: ca.clone(),
             client: client_config(&[ca.cert_der()], &[b"http/1.1"]),

@@ -1,0 +1,142 @@
+//! What the upstream is told about the client before the client's own bytes: the allow-list
+//! check on its certificate, then a PROXY header and/or the rewritten first request head.
+//! With all of it off, nothing is read, allocated or sent.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
+
+use super::head_reader::{HeadFailure, read_head, refuse};
+use super::proxy_protocol::{self, TlsFacts};
+use super::request_head::ClientFacts;
+use crate::config::{ClientConfig, ForwardedHeaders, ProxyProtocol};
+use crate::tls::{AllowList, ClientIdentity};
+
+/// What a client outside `--allow-san`/`--allow-cn` is told before the close.
+const FORBIDDEN: &[u8] = b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\n\
+Content-Length: 40\r\nConnection: close\r\n\r\nThis client certificate is not allowed.\n";
+
+/// The version as HAProxy's `ssl_fc_protocol` spells it.
+fn version_name(version: rustls::ProtocolVersion) -> Option<&'static str> {
+    match version {
+        rustls::ProtocolVersion::TLSv1_3 => Some("TLSv1.3"),
+        rustls::ProtocolVersion::TLSv1_2 => Some("TLSv1.2"),
+        _ => None,
+    }
+}
+
+/// Why a client was turned away after its handshake, before the upstream saw a byte.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// Its certificate (or lack of one) is not on the allow-list (answered 403).
+    #[error("client certificate not on the allow-list")]
+    NotAllowed,
+    /// Its request head could not be forwarded.
+    #[error(transparent)]
+    Head(#[from] HeadFailure),
+}
+
+impl Refusal {
+    /// A short word for the `connections_rejected_total{reason}` metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::NotAllowed => "not_allowed",
+            Refusal::Head(failure) => failure.reason(),
+        }
+    }
+}
+
+/// The per-proxy settings, from [`ClientConfig`].
+#[derive(Debug, Default)]
+pub struct Preamble {
+    proxy_protocol: Option<ProxyProtocol>,
+    forwarded: Option<ForwardedHeaders>,
+    allow: AllowList,
+    /// A client certificate can be present (`--client-ca`).
+    mtls: bool,
+}
+
+impl Preamble {
+    /// The settings for `config`.
+    pub fn new(config: &ClientConfig) -> Self {
+        let ca = config.client_ca.as_ref();
+        Self {
+            proxy_protocol: config.proxy_protocol,
+            forwarded: config.forwarded_headers.clone(),
+            allow: ca
+                .map(|ca| AllowList::new(ca.allow_san.clone(), ca.allow_cn.clone()))
+                .unwrap_or_default(),
+            mtls: ca.is_some(),
+        }
+    }
+
+    /// True when there is nothing to check or send: the data path skips [`Preamble::prepare`].
+    pub fn is_off(&self) -> bool {
+        self.proxy_protocol.is_none() && self.forwarded.is_none() && self.allow.is_empty()
+    }
+
+    /// Checks the client and returns the bytes to send upstream before the rest of its
+    /// stream (`None` when there are none), or why it was turned away (already answered).
+    pub async fn prepare(
+        &self,
+        client: &mut TlsStream<TcpStream>,
+        peer: SocketAddr,
+    ) -> Result<Option<Vec<u8>>, Refusal> {
+        let identity = self
+            .mtls
+            .then(|| client.get_ref().1.peer_certificates())
+            .flatten()
+            .and_then(|chain| chain.first())
+            .and_then(ClientIdentity::from_leaf);
+        if !self.allow.allows(identity.as_ref()) {
+            refuse(client, FORBIDDEN).await;
+            return Err(Refusal::NotAllowed);
+        }
+        let (tcp, tls) = client.get_ref();
+        // The listener's address: only looked up when a header needs it.
+        let local = tcp.local_addr().unwrap_or(peer);
+        let sni = tls.server_name().map(str::to_owned);
+        let mut out = Vec::new();
+        if let Some(version) = self.proxy_protocol {
+            let tls_facts = TlsFacts {
+                alpn: tls.alpn_protocol(),
+                sni: sni.as_deref(),
+                version: tls.protocol_version().and_then(version_name),
+                cipher: tls
+                    .negotiated_cipher_suite()
+                    .and_then(|s| s.suite().as_str()),
+                client_cert: identity.is_some(),
+                client_cn: identity.as_ref().and_then(|id| id.common_name.as_deref()),
+            };
+            out = proxy_protocol::header(version, peer, local, &tls_facts);
+        }
+        if let Some(forwarded) = &self.forwarded {
+            let cert = identity
+                .as_ref()
+                .map(ClientIdentity::headers)
+                .unwrap_or_default();
+            let cert: Vec<(&str, &str)> = cert.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            let facts = ClientFacts {
+                // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d; the app should not.
+                addr: SocketAddr::new(peer.ip().to_canonical(), peer.port()),
+                local_port: local.port(),
+                sni: sni.as_deref(),
+                trusted: forwarded
+                    .trusted
+                    .iter()
+                    .any(|net| net.contains(&peer.ip().to_canonical())),
+                cert_headers: &cert,
+            };
+            let deadline = Instant::now() + forwarded.timeout;
+            let head = read_head(client, &facts, forwarded.max_head, deadline).await?;
+            if out.is_empty() {
+                out = head;
+            } else {
+                out.extend_from_slice(&head);
+            }
+        }
+        Ok((!out.is_empty()).then_some(out))
+    }
+}
