@@ -19,6 +19,7 @@
 //! - [`admin`], [`health`], [`metrics`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`shutdown`], [`telemetry`]: signals and logging, for `main`.
 //! - [`demo`], [`quickstart`]: the demo echo app and `wss-sidecar demo`.
+//! - [`injector`]: `wss-sidecar injector`, the admission webhook that adds the sidecar to pods.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -28,6 +29,7 @@ pub mod connection;
 pub mod demo;
 pub mod forward;
 pub mod health;
+pub mod injector;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;

@@ -1,9 +1,11 @@
 //! The typed configuration every component reads: built once from flags and environment.
 
 mod cli;
+mod injector;
 mod parse;
 
 pub use cli::{Cli, Command, DemoArgs, EchoArgs, LogArgs, ProxyArgs};
+pub use injector::{InjectorArgs, SidecarMode};
 pub use parse::{Upstream, parse_duration, parse_upstream};
 
 use std::net::SocketAddr;
