@@ -4,6 +4,8 @@ mod browser;
 mod cert_reload;
 mod config_errors;
 mod forwarding;
+mod injector_golden;
+mod injector_webhook;
 mod limits;
 mod metrics;
 mod quickstart;

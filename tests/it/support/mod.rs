@@ -9,6 +9,7 @@
 //! - `child`: child processes whose output is kept and shown when the test fails.
 //! - `process`: the real binary as a child process (the proxy, or the demo), its logs and
 //!   exit status.
+//! - `injector`: the injector's sidecar template and AdmissionReview requests.
 //! - `proxy`: the proxy run in-process on free ports, and its admin endpoint and metrics.
 //! - `served`: that proxy serving `app.test` from a fresh CA, with a client that trusts it.
 //! - here: [`wait_until`], the suite's replacement for sleeps, and crypto provider set-up.
@@ -20,6 +21,7 @@ pub mod certs;
 pub mod child;
 pub mod client;
 pub mod echo;
+pub mod injector;
 pub mod key_formats;
 pub mod kubelet;
 pub mod process;
