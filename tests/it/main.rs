@@ -2,6 +2,7 @@
 
 mod browser;
 mod cert_reload;
+mod chart;
 mod config_errors;
 mod forwarding;
 mod injector_golden;
