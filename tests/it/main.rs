@@ -13,6 +13,7 @@ mod quickstart;
 mod shutdown;
 mod smoke;
 mod sni;
+mod static_binary;
 mod support;
 mod support_selftest;
 mod upstream_down;
