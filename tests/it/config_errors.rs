@@ -83,3 +83,47 @@ async fn help_and_version_exit_zero() {
     let (code, _) = run_to_exit(&["proxy", "--help"], &[]).await;
     assert_eq!(code, 0);
 }
+
+#[tokio::test]
+async fn the_injector_refuses_bad_configuration_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    let cases: [(&[&str], &[(&str, &str)], &str); 5] = [
+        (&["injector"], &[], "--cert-dir"),
+        (
+            &["injector", "--cert-dir", "/nonexistent/tls"],
+            &[],
+            "--cert-dir",
+        ),
+        (
+            &["injector", "--cert-dir", dir, "--sidecar-mode", "sideways"],
+            &[],
+            "--sidecar-mode",
+        ),
+        (
+            &["injector", "--cert-dir", dir],
+            &[("WSS_SIDECAR_SIDECAR_MEMORY_LIMIT", "lots")],
+            "--sidecar-memory-limit",
+        ),
+        // A default the proxy would refuse is refused before any pod gets it.
+        (
+            &[
+                "injector",
+                "--cert-dir",
+                dir,
+                "--sidecar-default",
+                "idle-timeout=forever",
+            ],
+            &[],
+            "--sidecar-default idle-timeout",
+        ),
+    ];
+    for (args, env, flag) in cases {
+        let (code, stderr) = run_to_exit(args, env).await;
+        assert_eq!(code, 64, "{args:?} should exit 64; stderr: {stderr}");
+        assert!(
+            stderr.contains(flag),
+            "{args:?}: the message should name {flag}: {stderr}"
+        );
+    }
+}

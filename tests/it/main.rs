@@ -5,6 +5,7 @@ mod cert_reload;
 mod chart;
 mod config_errors;
 mod forwarding;
+mod injector_examples;
 mod injector_golden;
 mod injector_webhook;
 mod limits;
