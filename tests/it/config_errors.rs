@@ -88,7 +88,8 @@ async fn help_and_version_exit_zero() {
 async fn the_injector_refuses_bad_configuration_naming_the_flag() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path().to_str().unwrap();
-    let cases: [(&[&str], &[(&str, &str)], &str); 5] = [
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 5] = [
         (&["injector"], &[], "--cert-dir"),
         (
             &["injector", "--cert-dir", "/nonexistent/tls"],
