@@ -111,7 +111,7 @@ pub async fn run(
         tokio::spawn(admin::serve(admin_listener, state, stop.child_token()));
     }
     let state = Arc::new(server::WebhookState {
-        template,
+        template: Arc::new(template),
         readiness: Arc::clone(&readiness),
     });
     let serve_stop = stop.child_token();

@@ -35,7 +35,7 @@ const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
 /// What the handlers read.
 pub struct WebhookState {
     /// The sidecar to inject.
-    pub template: SidecarTemplate,
+    pub template: Arc<SidecarTemplate>,
     /// Readiness, for `/readyz`.
     pub readiness: Arc<Readiness>,
 }
@@ -117,8 +117,16 @@ async fn route(req: Request<Incoming>, state: &WebhookState) -> Response<Full<By
                     );
                 }
             };
-            let answer = review(&body, &state.template);
-            reply(StatusCode::OK, "application/json", answer)
+            // Checking `--upstream` may resolve a host name: keep that off the async workers.
+            let template = Arc::clone(&state.template);
+            match tokio::task::spawn_blocking(move || review(&body, &template)).await {
+                Ok(answer) => reply(StatusCode::OK, "application/json", answer),
+                Err(err) => reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    format!("the review failed: {err}\n"),
+                ),
+            }
         }
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n"),
         (&Method::GET, "/readyz") => match state.readiness.check() {
