@@ -6,12 +6,14 @@
 //! - [`patch`], [`inject`]: the JSON Patch for one pod, or why it is skipped or denied.
 //! - [`review`]: `AdmissionReview` JSON in and out (patch base64 on the wire).
 //! - [`server`]: the HTTPS server.
+//! - [`selfcert`]: the self-managed serving certificate (Secret + Lease + `caBundle`).
 
 pub mod annotations;
 pub mod container;
 pub mod inject;
 pub mod patch;
 pub mod review;
+pub mod selfcert;
 pub mod server;
 
 use std::future::Future;

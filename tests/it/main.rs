@@ -7,6 +7,7 @@ mod config_errors;
 mod forwarding;
 mod injector_examples;
 mod injector_golden;
+mod injector_selfcert;
 mod injector_webhook;
 mod limits;
 mod metrics;

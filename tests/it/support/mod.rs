@@ -9,6 +9,7 @@
 //! - `child`: child processes whose output is kept and shown when the test fails.
 //! - `process`: the real binary as a child process (the proxy, or the demo), its logs and
 //!   exit status.
+//! - `fake_api`: an in-process Kubernetes API server (real JSON, resourceVersion checks).
 //! - `injector`: the injector's sidecar template and AdmissionReview requests.
 //! - `proxy`: the proxy run in-process on free ports, and its admin endpoint and metrics.
 //! - `served`: that proxy serving `app.test` from a fresh CA, with a client that trusts it.
@@ -21,6 +22,7 @@ pub mod certs;
 pub mod child;
 pub mod client;
 pub mod echo;
+pub mod fake_api;
 pub mod injector;
 pub mod key_formats;
 pub mod kubelet;
