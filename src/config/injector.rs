@@ -25,9 +25,51 @@ pub struct InjectorArgs {
     pub listen: SocketAddr,
 
     /// Directory with the serving certificate (tls.crt + tls.key), reloaded when it changes.
-    /// Required for now: the self-managed certificate (Secret + Lease) is not built yet.
+    /// Without it, in a cluster, the injector manages its own: a CA and certificate in the
+    /// Secret --self-cert-secret, written by the holder of the Lease --self-cert-lease, and
+    /// the caBundle of --webhook-name kept equal to that CA.
     #[arg(long, env = "WSS_SIDECAR_CERT_DIR")]
     pub cert_dir: Option<PathBuf>,
+
+    /// Namespace of the injector (its Service, Secret and Lease); needed without --cert-dir.
+    #[arg(long, env = "WSS_SIDECAR_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// This replica's name in the Lease (the pod name); defaults to the host name.
+    #[arg(long, env = "WSS_SIDECAR_POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// The injector's Service: the self-managed certificate is issued for its DNS names.
+    #[arg(
+        long,
+        env = "WSS_SIDECAR_SERVICE_NAME",
+        default_value = "wss-sidecar-injector"
+    )]
+    pub service_name: String,
+
+    /// The MutatingWebhookConfiguration whose caBundle the self-managed certificate keeps.
+    #[arg(
+        long,
+        env = "WSS_SIDECAR_WEBHOOK_NAME",
+        default_value = "wss-sidecar-injector"
+    )]
+    pub webhook_name: String,
+
+    /// The Secret holding the self-managed CA and certificate.
+    #[arg(
+        long,
+        env = "WSS_SIDECAR_SELF_CERT_SECRET",
+        default_value = "wss-sidecar-injector-tls"
+    )]
+    pub self_cert_secret: String,
+
+    /// The Lease deciding which replica writes the self-managed certificate.
+    #[arg(
+        long,
+        env = "WSS_SIDECAR_SELF_CERT_LEASE",
+        default_value = "wss-sidecar-injector-cert"
+    )]
+    pub self_cert_lease: String,
 
     /// Admin listen address for /healthz, /readyz and /metrics.
     #[arg(long, env = "WSS_SIDECAR_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]

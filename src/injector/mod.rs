@@ -32,6 +32,8 @@ use crate::config::{ConfigError, InjectorArgs};
 use crate::health::Readiness;
 use crate::metrics::Metrics;
 use crate::tls::{self, Resolver};
+use selfcert::Manager;
+use selfcert::kube_api::KubeApi;
 
 /// The serving certificate is re-read this often even without a change event (as the proxy's
 /// `--cert-poll-interval` default).
@@ -60,12 +62,11 @@ pub enum RunError {
 /// names a proxy flag with a valid value.
 pub fn template(args: &InjectorArgs) -> Result<SidecarTemplate, ConfigError> {
     match &args.cert_dir {
-        None => {
+        None if args.namespace.is_none() => {
             return Err(ConfigError::new(
-                "--cert-dir",
-                "required: give the directory of the webhook's serving certificate (the chart \
-                 mounts one from cert-manager or a Helm-generated Secret); a self-managed \
-                 certificate is not available yet",
+                "--namespace",
+                "required without --cert-dir: the self-managed certificate lives in the \
+                 injector's namespace (the chart sets it from the downward API)",
             ));
         }
         Some(dir) if !dir.is_dir() => {
@@ -74,7 +75,7 @@ pub fn template(args: &InjectorArgs) -> Result<SidecarTemplate, ConfigError> {
                 format!("{} is not a directory", dir.display()),
             ));
         }
-        Some(_) => {}
+        _ => {}
     }
     annotations::check_defaults(&args.sidecar_defaults)
         .map_err(|denial| ConfigError::new("--sidecar-default", denial.0))?;
@@ -92,16 +93,19 @@ pub async fn run(
     let store = CertStore::new(Arc::clone(&metrics));
     let stop = CancellationToken::new();
     let _stop_all = stop.clone().drop_guard();
-    if let Some(dir) = &args.cert_dir {
-        let publisher = store.register(format!("dir:{}", dir.display()));
-        let mut source = DirSource::new(dir.clone(), publisher, tls::provider());
-        if !source.reload().await {
-            warn!(
-                cert.source = source.label(),
-                "no valid serving certificate yet; waiting"
-            );
+    match &args.cert_dir {
+        Some(dir) => {
+            let publisher = store.register(format!("dir:{}", dir.display()));
+            let mut source = DirSource::new(dir.clone(), publisher, tls::provider());
+            if !source.reload().await {
+                warn!(
+                    cert.source = source.label(),
+                    "no valid serving certificate yet; waiting"
+                );
+            }
+            source.spawn_watch(CERT_POLL_INTERVAL, stop.child_token());
         }
-        source.spawn_watch(CERT_POLL_INTERVAL, stop.child_token());
+        None => spawn_self_managed(&args, &store, stop.child_token()).await?,
     }
     let tls_config = tls::server_config(Arc::new(Resolver::new(Arc::clone(&store))))?;
     let readiness = Arc::new(Readiness::new(Arc::clone(&store)));
@@ -131,6 +135,50 @@ pub async fn run(
     let _ = serving.await;
     info!("injector stopped");
     Ok(())
+}
+
+/// Starts the self-managed certificate: needs the Kubernetes API (in-cluster or kubeconfig).
+async fn spawn_self_managed(
+    args: &InjectorArgs,
+    store: &Arc<CertStore>,
+    stop: CancellationToken,
+) -> Result<(), ConfigError> {
+    let namespace = args.namespace.clone().unwrap_or_default();
+    let client = kube::Client::try_default().await.map_err(|e| {
+        ConfigError::new(
+            "--cert-dir",
+            format!("not given, and no Kubernetes API to manage a certificate through: {e}"),
+        )
+    })?;
+    let api = KubeApi::new(
+        client,
+        &namespace,
+        &args.self_cert_secret,
+        &args.self_cert_lease,
+        &args.webhook_name,
+    );
+    let service = &args.service_name;
+    let names = vec![
+        service.clone(),
+        format!("{service}.{namespace}"),
+        format!("{service}.{namespace}.svc"),
+        format!("{service}.{namespace}.svc.cluster.local"),
+    ];
+    let identity = args.pod_name.clone().unwrap_or_else(host_name);
+    let publisher = store.register("self-managed");
+    info!(secret = %args.self_cert_secret, lease = %args.self_cert_lease, identity = %identity,
+          "managing the injector's own serving certificate");
+    Manager::new(api, identity, names, publisher).spawn(stop);
+    Ok(())
+}
+
+/// This host's name (a pod's name in Kubernetes), for the Lease when --pod-name is not set.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|n| n.trim().to_string())
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| format!("injector-{}", std::process::id()))
 }
 
 /// The injector's flags with every default, for tests.

@@ -89,8 +89,15 @@ async fn the_injector_refuses_bad_configuration_naming_the_flag() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path().to_str().unwrap();
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case; 5] = [
-        (&["injector"], &[], "--cert-dir"),
+    // No cluster to manage a certificate through: no kubeconfig, no in-cluster variables.
+    let no_cluster = &[("KUBECONFIG", "/nonexistent/kubeconfig")];
+    let cases: [Case; 6] = [
+        (&["injector"], &[], "--namespace"),
+        (
+            &["injector", "--namespace", "wss"],
+            no_cluster,
+            "--cert-dir",
+        ),
         (
             &["injector", "--cert-dir", "/nonexistent/tls"],
             &[],
