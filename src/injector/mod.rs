@@ -121,6 +121,7 @@ pub async fn run(
         readiness: Arc::clone(&readiness),
     });
     let serve_stop = stop.child_token();
+    let https_addr = listeners.https.local_addr().ok();
     let serving = tokio::spawn(server::serve(
         listeners.https,
         tokio_rustls::TlsAcceptor::from(tls_config),
@@ -128,7 +129,8 @@ pub async fn run(
         serve_stop.clone(),
     ));
     readiness.set_listening(true);
-    info!(listen = %args.listen, image = %args.sidecar_image, "injector serving");
+    let listen = https_addr.map_or_else(|| args.listen.to_string(), |a| a.to_string());
+    info!(listen = %listen, image = %args.sidecar_image, "injector serving");
     shutdown.await;
     readiness.set_draining();
     serve_stop.cancel();

@@ -239,3 +239,95 @@ async fn racing_replicas_get_one_leader_and_stale_writes_conflict() {
         .unwrap_err();
     assert!(matches!(err, ApiError::Conflict), "{err}");
 }
+
+/// The real binary in its default mode (no --cert-dir) against the fake cluster: it makes its
+/// certificate, sets the caBundle, and answers an AdmissionReview over HTTPS that a client
+/// trusting only that caBundle accepts: what the API server does after `helm install`.
+#[tokio::test]
+async fn the_binary_manages_its_own_certificate_and_serves_reviews() {
+    use std::process::Stdio;
+
+    use crate::support::child::{Process, spawn_collector};
+    use crate::support::injector::{admission_review, https_request};
+    use crate::support::process::binary;
+
+    let api = cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
+             clusters: [{{name: fake, cluster: {{server: \"http://{}\"}}}}]\n\
+             users: [{{name: fake, user: {{}}}}]\n\
+             contexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\n",
+            api.addr
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(binary())
+        .args(["injector", "--namespace", NS, "--pod-name", "injector-0"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .args([
+            "--self-cert-secret",
+            "injector-tls",
+            "--self-cert-lease",
+            "injector-cert",
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn wss-sidecar injector");
+    let output = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let serving = spawn_collector(child.stderr.take(), &output, "injector serving");
+    spawn_collector(child.stdout.take(), &output, "");
+    let injector = Process {
+        name: "wss-sidecar injector",
+        child,
+        output,
+    };
+    let line = injector
+        .wait_for_line(serving, Duration::from_secs(20))
+        .await;
+    let log: Value = serde_json::from_str(&line).expect("a JSON log line");
+    let addr: std::net::SocketAddr = log["listen"].as_str().unwrap().parse().unwrap();
+
+    crate::support::wait_until("the caBundle is set", Duration::from_secs(20), || async {
+        ca_bundle(&api).is_string()
+    })
+    .await;
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(ca_bundle(&api).as_str().unwrap())
+        .unwrap();
+    let client = client_config(
+        &[CertificateDer::from_pem_slice(&pem).unwrap()],
+        &[b"http/1.1"],
+    );
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "apps", "labels": {"wss-sidecar.io/inject": "true"}},
+        "spec": {"containers": [{"name": "app", "image": "app"}]}
+    });
+    let review = serde_json::to_vec(&admission_review("u-9", "apps", &pod)).unwrap();
+    // The leader serves its certificate before it sets the caBundle: one try is enough.
+    let (status, body) = https_request(addr, client, "POST", "/mutate", &review).await;
+    assert_eq!(status, 200);
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    assert!(answer["response"]["patch"].is_string(), "{answer}");
+    assert_eq!(
+        api.get(LEASE).unwrap()["spec"]["holderIdentity"],
+        "injector-0"
+    );
+}

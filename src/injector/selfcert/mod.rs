@@ -82,12 +82,15 @@ impl<A: ClusterApi> Manager<A> {
                 }
                 stored = self.api.get_secret().await?;
             }
-            if let Some(ca) = stored.as_ref().and_then(|s| s.value.get(CA_CRT)) {
-                self.sync_ca_bundle(ca).await?;
-            }
         }
-        if let Some(stored) = stored {
+        // Serve first, then advertise: once the API server trusts the CA, we answer with it.
+        if let Some(stored) = &stored {
             self.serve(&stored.value, now);
+        }
+        if role == Role::Leader
+            && let Some(ca) = stored.as_ref().and_then(|s| s.value.get(CA_CRT))
+        {
+            self.sync_ca_bundle(ca).await?;
         }
         Ok(role)
     }

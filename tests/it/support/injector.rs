@@ -105,45 +105,9 @@ impl TestInjector {
         }
     }
 
-    /// One HTTP/1.1 request over a fresh TLS connection, written and read as raw bytes so the
-    /// test sees exactly what the API server would. Returns the status and the body.
+    /// One HTTP/1.1 request over a fresh TLS connection: see [`https_request`].
     pub async fn request(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut tls = super::tls_connect(self.addr, SERVICE_NAME, self.client.clone())
-            .await
-            .expect("TLS connect to the injector");
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {SERVICE_NAME}:443\r\n\
-             Content-Type: application/json\r\nAccept: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        tls.write_all(head.as_bytes()).await.expect("write head");
-        // A server refusing the body answers and closes before reading it all: keep going and
-        // read its answer.
-        let _ = tls.write_all(body).await;
-        let mut raw = Vec::new();
-        let read = tokio::time::timeout(super::IO_TIMEOUT, tls.read_to_end(&mut raw)).await;
-        // A server may end without close_notify once it sent Content-Length bytes; keep them.
-        if let Ok(Err(err)) = read {
-            let kind = err.kind();
-            let expected = [
-                std::io::ErrorKind::UnexpectedEof,
-                std::io::ErrorKind::ConnectionReset,
-            ];
-            assert!(expected.contains(&kind), "read: {err}");
-        }
-        let split = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("a complete response head");
-        let head = String::from_utf8_lossy(&raw[..split]).to_string();
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("bad status line: {head}"));
-        (status, raw[split + 4..].to_vec())
+        https_request(self.addr, self.client.clone(), method, path, body).await
     }
 
     /// Stops it and waits for `run` to return.
@@ -157,4 +121,51 @@ impl TestInjector {
             "injector did not stop cleanly: {result:?}"
         );
     }
+}
+
+/// One HTTP/1.1 request over a fresh TLS connection, written and read as raw bytes so the
+/// test sees exactly what the API server would. Returns the status and the body.
+pub async fn https_request(
+    addr: std::net::SocketAddr,
+    client: std::sync::Arc<rustls::ClientConfig>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = super::tls_connect(addr, SERVICE_NAME, client)
+        .await
+        .expect("TLS connect to the injector");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {SERVICE_NAME}:443\r\n\
+         Content-Type: application/json\r\nAccept: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.expect("write head");
+    // A server refusing the body answers and closes before reading it all: keep going and
+    // read its answer.
+    let _ = tls.write_all(body).await;
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(super::IO_TIMEOUT, tls.read_to_end(&mut raw)).await;
+    // A server may end without close_notify once it sent Content-Length bytes; keep them.
+    if let Ok(Err(err)) = read {
+        let kind = err.kind();
+        let expected = [
+            std::io::ErrorKind::UnexpectedEof,
+            std::io::ErrorKind::ConnectionReset,
+        ];
+        assert!(expected.contains(&kind), "read: {err}");
+    }
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response head");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line: {head}"));
+    (status, raw[split + 4..].to_vec())
 }
