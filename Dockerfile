@@ -4,6 +4,8 @@
 # and the injector.
 #
 #   docker build -t registry.example/wss-sidecar:0.1.0 .
+#
+# Size: about 17 MiB (a 15 MiB static release binary on ~2 MiB of distroless/static).
 
 # --- build: the same script CI tests outside Docker (tests/it/static_binary.rs) ---
 FROM docker.io/library/rust:1.95-bookworm AS build
