@@ -51,6 +51,26 @@ fn api_error(err: kube::Error) -> ApiError {
     }
 }
 
+/// Creates `object`, or replaces it (the `resourceVersion` in its metadata must still be
+/// current, else [`ApiError::Conflict`]).
+async fn create_or_replace<K>(
+    api: &Api<K>,
+    name: &str,
+    object: &K,
+    replace: bool,
+) -> Result<(), ApiError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let pp = PostParams::default();
+    let result = if replace {
+        api.replace(name, &pp, object).await
+    } else {
+        api.create(&pp, object).await
+    };
+    result.map(drop).map_err(api_error)
+}
+
 fn meta(name: &str, based_on: Option<String>) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.into()),
@@ -92,13 +112,7 @@ impl ClusterApi for KubeApi {
             data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
             ..Default::default()
         };
-        let pp = PostParams::default();
-        let result = if replace {
-            self.secrets.replace(&self.secret_name, &pp, &secret).await
-        } else {
-            self.secrets.create(&pp, &secret).await
-        };
-        result.map(drop).map_err(api_error)
+        create_or_replace(&self.secrets, &self.secret_name, &secret, replace).await
     }
 
     async fn get_lease(&self) -> Result<Option<Versioned<LeaseState>>, ApiError> {
@@ -133,13 +147,7 @@ impl ClusterApi for KubeApi {
                 ..Default::default()
             }),
         };
-        let pp = PostParams::default();
-        let result = if replace {
-            self.leases.replace(&self.lease_name, &pp, &object).await
-        } else {
-            self.leases.create(&pp, &object).await
-        };
-        result.map(drop).map_err(api_error)
+        create_or_replace(&self.leases, &self.lease_name, &object, replace).await
     }
 
     async fn ca_bundles(&self) -> Result<Vec<Option<Vec<u8>>>, ApiError> {
