@@ -2,8 +2,9 @@
 //! `*.expected.json` (the outcome, the JSON Patch and the patched pod) out. JSON, not YAML:
 //! YAML 1.1 readers (kubectl's among them) take an unquoted `off` or `no` for a boolean.
 //!
-//! `UPDATE_GOLDEN=1 cargo nextest run --test it injector_golden` rewrites the expected files;
-//! without it, a stale, missing or orphaned expected file fails the suite.
+//! Cases named `plain-*` run in plain mode, the rest in native mode; the namespace is the
+//! pod's own. `UPDATE_GOLDEN=1 cargo nextest run --test it injector_golden` rewrites the
+//! expected files; without it, a stale, missing or orphaned expected file fails the suite.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
