@@ -24,6 +24,7 @@
 //!   the bounded HTTP loop the admin endpoint and `--http-listen` share.
 //! - [`shutdown`], [`telemetry`]: signals and logging, for `main`.
 //! - [`demo`], [`quickstart`]: the demo echo app and `wss-sidecar demo`.
+//! - [`injector`]: `wss-sidecar injector`, the admission webhook that adds the sidecar to pods.
 #![forbid(unsafe_code)]
 
 pub mod acme;
@@ -35,6 +36,7 @@ pub mod demo;
 pub mod forward;
 pub mod health;
 pub mod http_serve;
+pub mod injector;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;

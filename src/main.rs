@@ -10,7 +10,7 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use wss_sidecar::config::{Cli, Command, ConfigError};
 use wss_sidecar::shutdown::Signals;
-use wss_sidecar::{EXIT_CONFIG, proxy, quickstart, telemetry};
+use wss_sidecar::{EXIT_CONFIG, injector, proxy, quickstart, telemetry};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         Command::Proxy(args) => &args.log,
         Command::Demo(args) => &args.log,
         Command::Echo(args) => &args.log,
+        Command::Injector(args) => &args.log,
     };
     if let Err(err) = telemetry::init(log) {
         eprintln!("error: {err}");
@@ -95,6 +96,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
             wss_sidecar::demo::serve(app, shutdown_signal(signals))
                 .await
                 .context("demo app failed")?;
+        }
+        Command::Injector(args) => {
+            injector::template(&args)?;
+            let https = bind("--listen", args.listen).await?;
+            let admin = Some(bind("--admin-listen", args.admin_listen).await?);
+            let listeners = injector::Listeners { https, admin };
+            injector::run(args, listeners, shutdown_signal(signals))
+                .await
+                .map_err(|err| match err {
+                    injector::RunError::Config(config) => anyhow::Error::new(config),
+                    other => anyhow::Error::new(other),
+                })?;
         }
     }
     Ok(())

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use super::client::ClientArgs;
+use super::injector::InjectorArgs;
 use super::parse::{parse_duration, parse_optional_duration, parse_upstream};
 use super::{ConfigError, LogFormat, ProxyConfig, Upstream};
 
@@ -30,6 +31,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run only the demo echo app (plain ws://), e.g. as the app container of an example pod.
     Echo(EchoArgs),
+    /// Run the admission webhook that injects the sidecar into labelled pods.
+    Injector(InjectorArgs),
 }
 
 /// Logging flags shared by every subcommand.

@@ -3,10 +3,12 @@
 pub mod acme;
 mod cli;
 mod client;
+mod injector;
 mod parse;
 
 pub use cli::{Cli, Command, DemoArgs, EchoArgs, LogArgs, ProxyArgs};
 pub use client::{ClientArgs, ClientAuth, ClientCa, ClientConfig, ForwardedHeaders, ProxyProtocol};
+pub use injector::{InjectorArgs, SidecarMode};
 pub use parse::{Upstream, parse_duration, parse_upstream};
 
 use std::net::SocketAddr;

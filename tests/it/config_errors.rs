@@ -125,3 +125,55 @@ async fn bad_client_identity_flags_are_refused() {
         assert_refused(args, env, flag).await;
     }
 }
+
+#[tokio::test]
+async fn the_injector_refuses_bad_configuration_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().to_str().unwrap();
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    // No cluster to manage a certificate through: no kubeconfig, no in-cluster variables.
+    let no_cluster = &[("KUBECONFIG", "/nonexistent/kubeconfig")];
+    let cases: [Case; 6] = [
+        (&["injector"], &[], "--namespace"),
+        (
+            &["injector", "--namespace", "wss"],
+            no_cluster,
+            "--cert-dir",
+        ),
+        (
+            &["injector", "--cert-dir", "/nonexistent/tls"],
+            &[],
+            "--cert-dir",
+        ),
+        (
+            &["injector", "--cert-dir", dir, "--sidecar-mode", "sideways"],
+            &[],
+            "--sidecar-mode",
+        ),
+        (
+            &["injector", "--cert-dir", dir],
+            &[("WSS_SIDECAR_SIDECAR_MEMORY_LIMIT", "lots")],
+            "--sidecar-memory-limit",
+        ),
+        // A default the proxy would refuse is refused before any pod gets it.
+        (
+            &[
+                "injector",
+                "--cert-dir",
+                dir,
+                "--sidecar-default",
+                "idle-timeout=forever",
+            ],
+            &[],
+            "--sidecar-default idle-timeout",
+        ),
+    ];
+    for (args, env, flag) in cases {
+        let (code, stderr) = run_to_exit(args, env).await;
+        assert_eq!(code, 64, "{args:?} should exit 64; stderr: {stderr}");
+        assert!(
+            stderr.contains(flag),
+            "{args:?}: the message should name {flag}: {stderr}"
+        );
+    }
+}

@@ -58,10 +58,10 @@ impl Drop for Chromium {
     fn drop(&mut self) {
         // kill_on_drop does not wait, so a failed test would remove the profile while the
         // browser's helpers still write to it; keep it instead, for whoever looks into it.
-        if std::thread::panicking() {
-            if let Some(profile) = self.profile.take() {
-                eprintln!("chromium profile kept at {}", profile.keep().display());
-            }
+        if std::thread::panicking()
+            && let Some(profile) = self.profile.take()
+        {
+            eprintln!("chromium profile kept at {}", profile.keep().display());
         }
     }
 }

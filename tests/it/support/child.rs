@@ -55,10 +55,11 @@ pub fn spawn_collector(
     tokio::spawn(async move {
         let mut found_tx = Some(found_tx);
         while let Ok(Some(line)) = lines.next_line().await {
-            if !marker.is_empty() && line.contains(marker) {
-                if let Some(tx) = found_tx.take() {
-                    let _ = tx.send(line.clone());
-                }
+            if !marker.is_empty()
+                && line.contains(marker)
+                && let Some(tx) = found_tx.take()
+            {
+                let _ = tx.send(line.clone());
             }
             output.lock().unwrap().push(line);
         }

@@ -11,6 +11,8 @@
 //! - `process`: the real binary as a child process (the proxy, or the demo), its logs and
 //!   exit status.
 //! - `pebble`: the Pebble ACME server and its DNS (pebble-challtestsrv) as child processes.
+//! - `fake_api`: an in-process Kubernetes API server (real JSON, resourceVersion checks).
+//! - `injector`: the injector's sidecar template and AdmissionReview requests.
 //! - `proxy`: the proxy run in-process on free ports, and its admin endpoint and metrics.
 //! - `served`: that proxy serving `app.test` from a fresh CA, with a client that trusts it.
 //! - here: [`wait_until`], the suite's replacement for sleeps, and crypto provider set-up.
@@ -22,7 +24,9 @@ pub mod certs;
 pub mod child;
 pub mod client;
 pub mod echo;
+pub mod fake_api;
 pub mod identity;
+pub mod injector;
 pub mod key_formats;
 pub mod kubelet;
 pub mod pebble;

@@ -60,10 +60,10 @@ impl Sidecar {
             let mut lines = BufReader::new(stderr).lines();
             let mut ready_tx = Some(ready_tx);
             while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("\"message\":\"accepting connections\"") {
-                    if let Some(tx) = ready_tx.take() {
-                        let _ = tx.send(line.clone());
-                    }
+                if line.contains("\"message\":\"accepting connections\"")
+                    && let Some(tx) = ready_tx.take()
+                {
+                    let _ = tx.send(line.clone());
                 }
                 sink.lock().unwrap().push(line);
             }

@@ -1,0 +1,219 @@
+//! The injected container and its volumes: locked down, probed, sized from the injector's flags.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, Probe, ResourceRequirements, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::annotations::{SidecarArgs, TLS_MOUNT_PATH};
+use crate::config::{InjectorArgs, SidecarMode};
+
+/// The injected container's name; a pod holding a container of this name is already injected.
+pub const CONTAINER_NAME: &str = "wss-sidecar";
+/// The volume `cert-secret-volume` adds.
+pub const TLS_VOLUME: &str = "wss-sidecar-tls";
+/// A writable directory for ACME state (the root filesystem is read-only).
+pub const STATE_VOLUME: &str = "wss-sidecar-state";
+/// Where [`STATE_VOLUME`] is mounted: the proxy's default `--acme-store`.
+pub const STATE_MOUNT_PATH: &str = "/var/lib/wss-sidecar";
+/// The name of the TLS port, for the app's Service `targetPort`.
+pub const PORT_NAME: &str = "wss";
+/// The name of the admin port the probes use.
+pub const ADMIN_PORT_NAME: &str = "wss-admin";
+
+/// The startup probe allows this long for a first certificate (an ACME order can take a minute
+/// or two) before the kubelet restarts the sidecar: period × threshold = 300 s.
+const STARTUP_PERIOD_SECONDS: i32 = 2;
+const STARTUP_FAILURE_THRESHOLD: i32 = 150;
+
+/// What every injected container shares, from the injector's flags.
+#[derive(Debug, Clone)]
+pub struct SidecarTemplate {
+    /// The image.
+    pub image: String,
+    /// Its pull policy.
+    pub pull_policy: String,
+    /// Native sidecar or plain container.
+    pub mode: SidecarMode,
+    /// User and group ID.
+    pub uid: i64,
+    /// Requests, by resource name; empty values are left out.
+    pub requests: BTreeMap<String, String>,
+    /// Limits, by resource name; empty values are left out.
+    pub limits: BTreeMap<String, String>,
+    /// Proxy flags every sidecar gets unless an annotation says otherwise.
+    pub defaults: Vec<(String, String)>,
+}
+
+impl SidecarTemplate {
+    /// The template the injector's flags describe.
+    pub fn from_args(args: &InjectorArgs) -> Self {
+        let pick = |pairs: [(&str, &String); 2]| {
+            pairs
+                .into_iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect()
+        };
+        Self {
+            image: args.sidecar_image.clone(),
+            pull_policy: args.sidecar_image_pull_policy.clone(),
+            mode: args.sidecar_mode,
+            uid: args.sidecar_uid,
+            requests: pick([
+                ("cpu", &args.sidecar_cpu_request),
+                ("memory", &args.sidecar_memory_request),
+            ]),
+            limits: pick([
+                ("cpu", &args.sidecar_cpu_limit),
+                ("memory", &args.sidecar_memory_limit),
+            ]),
+            defaults: args.sidecar_defaults.clone(),
+        }
+    }
+
+    /// The container for one pod.
+    pub fn container(&self, args: &SidecarArgs) -> Container {
+        let probe = |path: &str| {
+            args.admin_port.map(|_| Probe {
+                http_get: Some(HTTPGetAction {
+                    path: Some(path.into()),
+                    port: IntOrString::String(ADMIN_PORT_NAME.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        };
+        let mut ports = vec![port(PORT_NAME, args.listen_port)];
+        ports.extend(args.admin_port.map(|p| port(ADMIN_PORT_NAME, p)));
+        let native = self.mode == SidecarMode::Native;
+        Container {
+            name: CONTAINER_NAME.into(),
+            image: Some(self.image.clone()),
+            image_pull_policy: Some(self.pull_policy.clone()),
+            args: Some(args.args.clone()),
+            env: Some(vec![
+                field_env("POD_NAMESPACE", "metadata.namespace"),
+                field_env("POD_NAME", "metadata.name"),
+            ]),
+            ports: Some(ports),
+            restart_policy: native.then(|| "Always".into()),
+            startup_probe: native.then(|| probe("/readyz")).flatten().map(|p| Probe {
+                period_seconds: Some(STARTUP_PERIOD_SECONDS),
+                failure_threshold: Some(STARTUP_FAILURE_THRESHOLD),
+                ..p
+            }),
+            readiness_probe: probe("/readyz"),
+            liveness_probe: probe("/healthz"),
+            resources: Some(ResourceRequirements {
+                requests: quantities(&self.requests),
+                limits: quantities(&self.limits),
+                ..Default::default()
+            }),
+            security_context: Some(self.security_context()),
+            volume_mounts: mounts(args),
+            ..Default::default()
+        }
+    }
+
+    fn security_context(&self) -> SecurityContext {
+        SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(self.uid),
+            run_as_group: Some(self.uid),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            privileged: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+/// The volumes the container mounts.
+pub fn volumes(args: &SidecarArgs) -> Vec<Volume> {
+    let mut volumes = Vec::new();
+    if let Some(secret) = &args.cert_secret_volume {
+        volumes.push(Volume {
+            name: TLS_VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    if args.acme {
+        volumes.push(Volume {
+            name: STATE_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        });
+    }
+    volumes
+}
+
+/// Whole-directory mounts only: a subPath mount never sees a Secret's updates.
+fn mounts(args: &SidecarArgs) -> Option<Vec<VolumeMount>> {
+    let mut mounts = Vec::new();
+    if args.cert_secret_volume.is_some() {
+        mounts.push(mount(TLS_VOLUME, TLS_MOUNT_PATH, true));
+    }
+    if args.acme {
+        mounts.push(mount(STATE_VOLUME, STATE_MOUNT_PATH, false));
+    }
+    (!mounts.is_empty()).then_some(mounts)
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(read_only),
+        ..Default::default()
+    }
+}
+
+fn port(name: &str, number: u16) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: i32::from(number),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    }
+}
+
+fn field_env(name: &str, field: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: field.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn quantities(values: &BTreeMap<String, String>) -> Option<BTreeMap<String, Quantity>> {
+    (!values.is_empty()).then(|| {
+        values
+            .iter()
+            .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+            .collect()
+    })
+}

@@ -1,0 +1,111 @@
+//! `AdmissionReview` v1 in, `AdmissionReview` v1 out, with the patch base64-encoded on the wire.
+//!
+//! kube's `AdmissionResponse` holds the patch as bytes, and serde writes bytes as a JSON array
+//! of numbers (kube-rs issue 1781); the API server expects a base64 string, so the patch is
+//! re-encoded after serialisation.
+
+use base64::Engine;
+use k8s_openapi::api::core::v1::Pod;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use serde_json::Value;
+use tracing::{debug, info};
+
+use super::container::SidecarTemplate;
+use super::inject::{Outcome, inject};
+
+/// Answers one `AdmissionReview` request body with a response body.
+pub fn review(body: &[u8], template: &SidecarTemplate) -> Vec<u8> {
+    let response = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
+        Err(err) => AdmissionResponse::invalid(format!("not an AdmissionReview of a Pod: {err}")),
+        Ok(review) => match TryInto::<AdmissionRequest<Pod>>::try_into(review) {
+            Err(_) => AdmissionResponse::invalid("the AdmissionReview has no request"),
+            Ok(request) => respond(&request, template),
+        },
+    };
+    encode(response.into_review())
+}
+
+fn respond(request: &AdmissionRequest<Pod>, template: &SidecarTemplate) -> AdmissionResponse {
+    let allowed = AdmissionResponse::from(request);
+    let Some(pod) = request
+        .object
+        .as_ref()
+        .filter(|_| request.operation == Operation::Create)
+    else {
+        return allowed;
+    };
+    let namespace = request
+        .namespace
+        .as_deref()
+        .or(pod.metadata.namespace.as_deref())
+        .unwrap_or("default");
+    let name = pod
+        .metadata
+        .name
+        .as_deref()
+        .or(pod.metadata.generate_name.as_deref())
+        .unwrap_or("");
+    match inject(pod, namespace, template) {
+        Ok(Outcome::Skipped(why)) => {
+            debug!(
+                pod.namespace = namespace,
+                pod.name = name,
+                reason = why,
+                "not injected"
+            );
+            allowed
+        }
+        Ok(Outcome::Patched(patch)) => match allowed.clone().with_patch(patch) {
+            Ok(patched) => {
+                info!(
+                    pod.namespace = namespace,
+                    pod.name = name,
+                    "injected the sidecar"
+                );
+                patched
+            }
+            Err(err) => allowed.deny(format!("wss-sidecar injector: {err}")),
+        },
+        Err(denial) => {
+            info!(pod.namespace = namespace, pod.name = name, reason = %denial, "denied");
+            allowed.deny(denial)
+        }
+    }
+}
+
+/// Serialises the review with `response.patch` as base64, as the API server reads it.
+fn encode(review: AdmissionReview<DynamicObject>) -> Vec<u8> {
+    let patch = review.response.as_ref().and_then(|r| r.patch.clone());
+    let mut value = serde_json::to_value(&review).unwrap_or(Value::Null);
+    if let (Some(patch), Some(response)) = (patch, value.get_mut("response")) {
+        response["patch"] = Value::String(base64::engine::general_purpose::STANDARD.encode(patch));
+    }
+    serde_json::to_vec(&value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_patch_is_base64_on_the_wire() {
+        let mut response = AdmissionResponse::invalid("x");
+        response.allowed = true;
+        let response = response.with_patch(json_patch::Patch(vec![])).unwrap();
+        let bytes = encode(response.into_review());
+        let value: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(value["response"]["patch"], "W10=", "{value}"); // base64 of "[]"
+        assert_eq!(value["response"]["patchType"], "JSONPatch");
+        assert_eq!(value["apiVersion"], "admission.k8s.io/v1");
+    }
+
+    #[test]
+    fn garbage_gets_an_invalid_response() {
+        let template =
+            crate::injector::SidecarTemplate::from_args(&crate::injector::default_args());
+        let value: Value = serde_json::from_slice(&review(b"{nope", &template)).unwrap();
+        assert_eq!(value["response"]["allowed"], false);
+        assert_eq!(value["kind"], "AdmissionReview");
+    }
+}
