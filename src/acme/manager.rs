@@ -269,10 +269,10 @@ impl Manager {
         {
             return Ok(());
         }
-        if let Err(err) = self.publish(&stored) {
-            if self.current.is_none() {
-                warn!(error = %err, "the stored ACME certificate is not usable; ordering a new one");
-            }
+        if let Err(err) = self.publish(&stored)
+            && self.current.is_none()
+        {
+            warn!(error = %err, "the stored ACME certificate is not usable; ordering a new one");
         }
         Ok(())
     }
@@ -313,10 +313,10 @@ impl Manager {
     /// The renewal time the CA suggests (RFC 9773), cached until its Retry-After; `None` when
     /// the CA offers no renewal information or we have no account yet.
     async fn ari_time(&mut self, now: i64) -> Option<i64> {
-        if let Some((at, recheck)) = self.ari {
-            if now < recheck {
-                return Some(at);
-            }
+        if let Some((at, recheck)) = self.ari
+            && now < recheck
+        {
+            return Some(at);
         }
         let (account, info) = (self.account.as_ref()?, self.current.as_ref()?);
         let id = info.id.as_ref()?;

@@ -153,16 +153,16 @@ impl AcmeArgs {
                 ));
             }
         };
-        if let Some(root) = &self.acme_ca_root {
-            if !root.is_file() {
-                return Err(ConfigError::new(
-                    "--acme-ca-root",
-                    format!(
-                        "{} is not a file (expected a PEM certificate)",
-                        root.display()
-                    ),
-                ));
-            }
+        if let Some(root) = &self.acme_ca_root
+            && !root.is_file()
+        {
+            return Err(ConfigError::new(
+                "--acme-ca-root",
+                format!(
+                    "{} is not a file (expected a PEM certificate)",
+                    root.display()
+                ),
+            ));
         }
         if self.acme_store.starts_with("secret:") {
             return Err(ConfigError::new(
