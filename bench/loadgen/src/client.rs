@@ -50,7 +50,18 @@ impl Target {
             roots.add(cert?)?;
         }
         let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+        use rustls::crypto::aws_lc_rs::cipher_suite as cs;
         use rustls::crypto::aws_lc_rs::kx_group::{X25519, X25519MLKEM768};
+        // Browsers' order (AES-128-GCM first), not rustls' (AES-256-GCM-SHA384 first): what a
+        // proxy meets in production, and all three follow the client's order.
+        provider.cipher_suites = vec![
+            cs::TLS13_AES_128_GCM_SHA256,
+            cs::TLS13_AES_256_GCM_SHA384,
+            cs::TLS13_CHACHA20_POLY1305_SHA256,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        ];
         provider.kx_groups = match kx {
             Kx::X25519 => vec![X25519],
             Kx::Pq => vec![X25519MLKEM768, X25519],
@@ -90,6 +101,13 @@ impl Target {
                 .negotiated_key_exchange_group()
                 .map(|g| format!("{:?}", g.name()))
                 .unwrap_or_default();
+            let suite = tls
+                .get_ref()
+                .1
+                .negotiated_cipher_suite()
+                .map(|s| format!("{:?}", s.suite()))
+                .unwrap_or_default();
+            let group = format!("{group},{suite}");
             let cert_tail = tls
                 .get_ref()
                 .1
