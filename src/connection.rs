@@ -70,12 +70,17 @@ pub async fn serve(
     let _ = tcp.set_nodelay(true);
     let started = Instant::now();
 
-    let opened = tokio::select! {
-        opened = open(tcp, peer, &ctx, started) => opened,
+    // Every byte of this task's state is held by every idle connection, so: the handshake
+    // (a rustls connection mid-handshake, its timers, the upstream connect) is boxed, on the
+    // heap only while it runs; and its result is matched in place, not bound to a name first,
+    // which would keep a second slot for the TLS stream for the connection's whole life
+    // (rustc does not reuse a moved-from local's space). The task: 4.5 KB -> 2.1 KB.
+    let (mut client, mut upstream) = match tokio::select! {
+        opened = Box::pin(open(tcp, peer, &ctx, started)) => opened,
         () = cancel.cancelled() => None,
-    };
-    let Some((mut client, mut upstream)) = opened else {
-        return;
+    } {
+        Some(pair) => pair,
+        None => return,
     };
     let handshake_ms = millis(started.elapsed());
     // Only copied out when the per-connection line will be written.
@@ -182,5 +187,52 @@ async fn open(
             .await;
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::CertStore;
+
+    /// Every idle WebSocket holds its task for as long as it is open, so the task's size is
+    /// memory per connection (the benchmark's idle-memory figure): the handshake must not stay
+    /// inline, and the TLS stream (about 1.2 KB) must be held once.
+    #[tokio::test]
+    async fn a_connection_task_holds_the_tls_stream_once_and_no_handshake_state() {
+        let metrics = Arc::new(Metrics::new());
+        let store = CertStore::new(Arc::clone(&metrics));
+        let config = tls::server_config(Arc::new(tls::Resolver::new(store)), None).unwrap();
+        let ctx = Arc::new(ConnectionContext {
+            tls: TlsAcceptor::from(config),
+            upstream: Upstream::Unix("/nonexistent".into()),
+            handshake_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            timeouts: forward::Timeouts {
+                idle: None,
+                half_close: Duration::from_secs(1),
+            },
+            counters: Counters {
+                client_to_upstream: metrics.bytes_client_to_upstream.clone(),
+                upstream_to_client: metrics.bytes_upstream_to_client.clone(),
+            },
+            metrics,
+            alpn_challenges: None,
+            preamble: Preamble::default(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let peer = tcp.local_addr().unwrap();
+        let tls_stream = std::mem::size_of::<tokio_rustls::server::TlsStream<TcpStream>>();
+
+        let task = serve(tcp, peer, ctx, CancellationToken::new());
+        let size = std::mem::size_of_val(&task);
+        // Was 4.5 KB with the handshake inline and the stream held twice.
+        assert!(
+            size < tls_stream + 1024,
+            "the connection task is {size} bytes; the TLS stream alone is {tls_stream}"
+        );
     }
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use notify::event::{AccessKind, AccessMode, EventKind};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -53,7 +54,8 @@ pub(crate) fn spawn_watch(
 fn watch_dir(dir: &Path, changed: &Arc<Notify>) -> Option<notify::RecommendedWatcher> {
     let poke = Arc::clone(changed);
     let handler = move |event: notify::Result<notify::Event>| match event {
-        Ok(_) => poke.notify_one(),
+        Ok(event) if is_change(&event.kind) => poke.notify_one(),
+        Ok(_) => {}
         Err(err) => debug!(error = %err, "directory watch error"),
     };
     let watcher = notify::recommended_watcher(handler).and_then(|mut w| {
@@ -65,6 +67,45 @@ fn watch_dir(dir: &Path, changed: &Arc<Notify>) -> Option<notify::RecommendedWat
         Err(err) => {
             warn!(watch.dir = %dir.display(), error = %err, "cannot watch directory; relying on polling");
             None
+        }
+    }
+}
+
+/// Whether an event can mean new content. Opening and reading a file are not changes: our
+/// own reads produce them, and reacting to them re-read the directory ten times a second
+/// for as long as the process ran. A writer closing its file is a change.
+fn is_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, ModifyKind, RemoveKind, RenameMode};
+
+    #[test]
+    fn reading_the_files_is_not_a_change_but_writing_and_renaming_are() {
+        let reads = [
+            AccessKind::Open(AccessMode::Any),
+            AccessKind::Read,
+            AccessKind::Close(AccessMode::Read),
+        ];
+        for kind in reads {
+            assert!(!is_change(&EventKind::Access(kind)), "{kind:?}");
+        }
+        let changes = [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Create(CreateKind::Any),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Remove(RemoveKind::Any),
+            EventKind::Any,
+        ];
+        for kind in changes {
+            assert!(is_change(&kind), "{kind:?}");
         }
     }
 }

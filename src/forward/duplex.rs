@@ -145,7 +145,8 @@ where
 
     if !matches!(outcome, CloseReason::Closed | CloseReason::ClientError(_)) {
         // Tell the client we are done (close_notify) rather than vanish; bounded, best effort.
-        let _ = tokio::time::timeout(CLOSE_GRACE, client.shutdown()).await;
+        // Boxed like the idle timer: only a closing connection needs this timer.
+        let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, client.shutdown())).await;
     }
     (outcome, up.total, down.total)
 }
@@ -171,11 +172,16 @@ impl Fault {
     }
 }
 
-/// Resolves once no byte has moved for `idle`; never when `idle` is `None`.
+/// Resolves once no byte has moved for `idle`; never when `idle` is `None`. The timer is on
+/// the heap, and only when there is one: a connection without a limit keeps no room for it.
 async fn idle_expired(idle: Option<Duration>, started: Instant, last_ms: &AtomicU64) {
-    let Some(idle) = idle else {
-        return std::future::pending().await;
-    };
+    match idle {
+        None => std::future::pending().await,
+        Some(idle) => Box::pin(idle_timer(idle, started, last_ms)).await,
+    }
+}
+
+async fn idle_timer(idle: Duration, started: Instant, last_ms: &AtomicU64) {
     loop {
         let deadline = started + Duration::from_millis(last_ms.load(Ordering::Relaxed)) + idle;
         if deadline <= Instant::now() {
