@@ -76,7 +76,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 None => None,
             };
             let listeners = proxy::Listeners { tls, admin, http };
-            proxy::run(config, listeners, shutdown_signal(signals)).await?;
+            proxy::run(config, listeners, shutdown_signal(signals))
+                .await
+                .map_err(|err| match err.into_config_error() {
+                    Ok(config) => anyhow::Error::new(config),
+                    Err(other) => anyhow::Error::new(other),
+                })?;
         }
         Command::Demo(args) => {
             let tls = bind("--listen", args.listen).await?;

@@ -55,6 +55,20 @@ pub enum RunError {
     ClientCa(#[from] crate::tls::ClientCaError),
 }
 
+impl RunError {
+    /// The failure as the configuration error it is, if it is one (exit code 64): a store
+    /// directory or CA bundle the user named that cannot be used is theirs to fix, like a bad
+    /// flag. TLS set-up and the self-signed fallback failing are not, and stay runtime errors.
+    pub fn into_config_error(self) -> Result<crate::config::ConfigError, Self> {
+        use crate::config::ConfigError;
+        match self {
+            Self::AcmeStore(e) => Ok(ConfigError::new("--acme-store", e.to_string())),
+            Self::ClientCa(e) => Ok(ConfigError::new("--client-ca", e.to_string())),
+            other => Err(other),
+        }
+    }
+}
+
 /// Runs the proxy until `shutdown` resolves, then drains: readiness turns false at once, the
 /// listener closes, live connections get `drain_timeout` to finish, and the rest are closed.
 pub async fn run(

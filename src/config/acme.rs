@@ -67,9 +67,21 @@ pub struct AcmeArgs {
     #[arg(long, env = "WSS_SIDECAR_ACME_EAB_KID")]
     pub acme_eab_kid: Option<String>,
 
-    /// External account binding HMAC key, base64url as the CA shows it.
+    /// External account binding HMAC key, base64url as the CA shows it. A secret: prefer
+    /// --acme-eab-hmac-key-file, or this variable from a Kubernetes Secret.
     #[arg(long, env = "WSS_SIDECAR_ACME_EAB_HMAC_KEY", hide_env_values = true)]
     pub acme_eab_hmac_key: Option<String>,
+
+    /// File holding the external account binding HMAC key (base64url; surrounding whitespace
+    /// ignored), e.g. from a mounted Secret: unlike --acme-eab-hmac-key, it stays out of the
+    /// process list and pod metadata.
+    #[arg(
+        long,
+        env = "WSS_SIDECAR_ACME_EAB_HMAC_KEY_FILE",
+        value_name = "PATH",
+        conflicts_with = "acme_eab_hmac_key"
+    )]
+    pub acme_eab_hmac_key_file: Option<PathBuf>,
 
     /// For testing: renew once less than this much validity remains (e.g. a value longer than
     /// the certificate's lifetime forces a renewal right after each issuance). Default: the
@@ -188,29 +200,11 @@ impl AcmeArgs {
             (None, Some(_)) => ChallengeKind::Http01,
             (None, None) => ChallengeKind::TlsAlpn01,
         };
-        let eab = match (self.acme_eab_kid, self.acme_eab_hmac_key) {
-            (None, None) => None,
-            (Some(kid), Some(key)) => {
-                let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(key.trim().trim_end_matches('='))
-                    .map_err(|e| {
-                        ConfigError::new("--acme-eab-hmac-key", format!("not base64url: {e}"))
-                    })?;
-                Some((kid, key))
-            }
-            (Some(_), None) => {
-                return Err(ConfigError::new(
-                    "--acme-eab-hmac-key",
-                    "missing: --acme-eab-kid needs it",
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::new(
-                    "--acme-eab-kid",
-                    "missing: --acme-eab-hmac-key needs it",
-                ));
-            }
-        };
+        let eab = eab(
+            self.acme_eab_kid,
+            self.acme_eab_hmac_key,
+            self.acme_eab_hmac_key_file,
+        )?;
         for (flag, value) in [
             ("--acme-poll-interval", self.acme_poll_interval),
             ("--acme-backoff-base", self.acme_backoff_base),
@@ -238,99 +232,52 @@ impl AcmeArgs {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use clap::Parser;
-
-    use super::*;
-
-    #[derive(Parser)]
-    struct Cmd {
-        #[command(flatten)]
-        acme: AcmeArgs,
-    }
-
-    fn parse(args: &[&str]) -> Result<Option<AcmeConfig>, ConfigError> {
-        let argv = std::iter::once("x").chain(args.iter().copied());
-        Cmd::try_parse_from(argv).unwrap().acme.into_config()
-    }
-
-    #[test]
-    fn off_without_domains_and_defaults_with_one() {
-        assert!(parse(&[]).unwrap().is_none());
-        let cfg = parse(&["--acme-domain", "A.example.com"]).unwrap().unwrap();
-        assert_eq!(cfg.domains, ["a.example.com"]);
-        assert_eq!(cfg.directory, LETSENCRYPT);
-        assert_eq!(cfg.store, PathBuf::from("/var/lib/wss-sidecar"));
-        assert_eq!(cfg.challenge, ChallengeKind::TlsAlpn01);
-        let cfg = parse(&["--acme-domain", "a.test", "--http-listen", "127.0.0.1:80"]);
-        assert_eq!(cfg.unwrap().unwrap().challenge, ChallengeKind::Http01);
-        let cfg = parse(&[
-            "--acme-domain",
-            "a.test",
-            "--acme-directory",
-            "letsencrypt-staging",
-        ]);
-        assert_eq!(cfg.unwrap().unwrap().directory, LETSENCRYPT_STAGING);
-    }
-
-    #[test]
-    fn errors_name_the_flag() {
-        for (args, flag) in [
-            (&["--acme-domain", "bad name"][..], "--acme-domain"),
-            (
-                &["--acme-domain", "a.test", "--acme-directory", "ftp"],
-                "--acme-directory",
-            ),
-            (
-                &["--acme-domain", "a.test", "--acme-store", "secret:ns/x"],
-                "--acme-store",
-            ),
-            (
-                &["--acme-domain", "a.test", "--acme-challenge", "http-01"],
-                "--acme-challenge",
-            ),
-            (
-                &["--acme-domain", "a.test", "--acme-eab-kid", "k"],
-                "--acme-eab-hmac-key",
-            ),
-            (
-                &[
-                    "--acme-domain",
-                    "a.test",
-                    "--acme-eab-kid",
-                    "k",
-                    "--acme-eab-hmac-key",
-                    "!",
-                ],
-                "--acme-eab-hmac-key",
-            ),
-            (
-                &["--acme-domain", "a.test", "--acme-ca-root", "/nonexistent"],
-                "--acme-ca-root",
-            ),
-            (
-                &["--acme-domain", "a.test", "--acme-store", "/dev/null"],
-                "--acme-store",
-            ),
-        ] {
-            assert_eq!(parse(args).unwrap_err().flag, flag, "{args:?}");
+/// The external account binding from the key id and the key, given inline or in a file.
+fn eab(
+    kid: Option<String>,
+    key: Option<String>,
+    key_file: Option<PathBuf>,
+) -> Result<Option<(String, Vec<u8>)>, ConfigError> {
+    const KEY: &str = "--acme-eab-hmac-key";
+    const KEY_FILE: &str = "--acme-eab-hmac-key-file";
+    let (flag, key) = match (key, key_file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                KEY,
+                format!("give {KEY} or {KEY_FILE}, not both"),
+            ));
         }
-    }
-
-    #[test]
-    fn eab_key_is_decoded() {
-        let cfg = parse(&[
-            "--acme-domain",
-            "a.test",
+        (Some(key), None) => (KEY, Some(key)),
+        (None, Some(path)) => {
+            let key = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError::new(KEY_FILE, format!("cannot read {}: {e}", path.display()))
+            })?;
+            (KEY_FILE, Some(key))
+        }
+        (None, None) => (KEY, None),
+    };
+    match (kid, key) {
+        (None, None) => Ok(None),
+        (Some(kid), Some(key)) => {
+            let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(key.trim().trim_end_matches('='))
+                .map_err(|e| ConfigError::new(flag, format!("not base64url: {e}")))?;
+            if key.is_empty() {
+                return Err(ConfigError::new(flag, "the key is empty"));
+            }
+            Ok(Some((kid, key)))
+        }
+        (Some(_), None) => Err(ConfigError::new(
+            KEY,
+            format!("missing: --acme-eab-kid needs it (or {KEY_FILE})"),
+        )),
+        (None, Some(_)) => Err(ConfigError::new(
             "--acme-eab-kid",
-            "kid",
-            "--acme-eab-hmac-key",
-            "aGVsbG8",
-        ]);
-        assert_eq!(
-            cfg.unwrap().unwrap().eab,
-            Some(("kid".into(), b"hello".to_vec()))
-        );
+            format!("missing: {flag} needs it"),
+        )),
     }
 }
+
+#[cfg(test)]
+#[path = "acme_tests.rs"]
+mod tests;

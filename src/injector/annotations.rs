@@ -53,6 +53,8 @@ pub struct SidecarArgs {
     pub listen_port: u16,
     /// The port of `--admin-listen`, unless it is `off`.
     pub admin_port: Option<u16>,
+    /// The port of `--http-listen` (HTTP-01 answers, redirects), when set.
+    pub http_port: Option<u16>,
     /// The TLS Secret to mount, from `cert-secret-volume`.
     pub cert_secret_volume: Option<String>,
     /// Whether any `acme-*` flag is set (the sidecar then needs a writable state directory).
@@ -225,6 +227,7 @@ pub fn sidecar_args(
         args,
         listen_port: parsed.listen.port(),
         admin_port: parsed.admin_listen.0.map(|a| a.port()),
+        http_port: parsed.acme.http_listen.map(|a| a.port()),
         cert_secret_volume,
         acme: values.keys().any(|f| f.starts_with("acme-")),
     })
@@ -304,6 +307,9 @@ mod tests {
         );
         assert_eq!(got.listen_port, 9443);
         assert_eq!(got.admin_port, Some(9090));
+        assert_eq!(got.http_port, None);
+        let got = args(&[("http-listen", "0.0.0.0:8081")]).unwrap();
+        assert_eq!(got.http_port, Some(8081));
     }
 
     #[test]
@@ -331,6 +337,15 @@ mod tests {
             .unwrap_err()
             .0;
         assert!(err.contains(UPSTREAM_PORT), "{err}");
+        // Flags that exclude each other are refused together, at admission.
+        let err = args(&[
+            ("acme-eab-hmac-key", "aGVsbG8"),
+            ("acme-eab-hmac-key-file", "/k"),
+        ])
+        .unwrap_err()
+        .0;
+        assert!(err.contains("do not combine"), "{err}");
+        assert!(err.contains("--acme-eab-hmac-key-file"), "{err}");
     }
 
     #[test]

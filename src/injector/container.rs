@@ -25,6 +25,9 @@ pub const STATE_MOUNT_PATH: &str = "/var/lib/wss-sidecar";
 pub const PORT_NAME: &str = "wss";
 /// The name of the admin port the probes use.
 pub const ADMIN_PORT_NAME: &str = "wss-admin";
+/// The name of the `--http-listen` port (HTTP-01, redirects), for a Service on port 80.
+/// Prefixed like the others so it never clashes with an app's own `http` port.
+pub const HTTP_PORT_NAME: &str = "wss-http";
 
 /// The startup probe allows this long for a first certificate (an ACME order can take a minute
 /// or two) before the kubelet restarts the sidecar: period × threshold = 300 s.
@@ -91,6 +94,7 @@ impl SidecarTemplate {
         };
         let mut ports = vec![port(PORT_NAME, args.listen_port)];
         ports.extend(args.admin_port.map(|p| port(ADMIN_PORT_NAME, p)));
+        ports.extend(args.http_port.map(|p| port(HTTP_PORT_NAME, p)));
         let native = self.mode == SidecarMode::Native;
         Container {
             name: CONTAINER_NAME.into(),

@@ -1,5 +1,9 @@
 //! Bad configuration stops start-up with exit code 64 and a message naming the flag.
 
+use clap::Parser;
+use wss_sidecar::config::{Cli, Command};
+use wss_sidecar::proxy;
+
 use crate::support::*;
 
 /// `wss-sidecar proxy ARGS…` with `env` must exit 64 with a message naming `flag`.
@@ -176,4 +180,100 @@ async fn the_injector_refuses_bad_configuration_naming_the_flag() {
             "{args:?}: the message should name {flag}: {stderr}"
         );
     }
+}
+
+/// The flags that keep the binary off fixed ports, so only the case's own problem can fail it.
+const LOCAL: [&str; 4] = ["--listen", "127.0.0.1:0", "--admin-listen", "off"];
+
+#[tokio::test]
+async fn an_acme_store_that_cannot_be_created_is_refused() {
+    // The path passes the start-up check (it does not exist), but under a regular file no
+    // directory can be made: found when the store is opened, still the user's to fix.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    let store = file.join("store");
+    let store = store.to_str().unwrap();
+    let args = [
+        &LOCAL[..],
+        &["--acme-domain", "a.test", "--acme-store", store],
+    ]
+    .concat();
+    assert_refused(&args, &[], "--acme-store").await;
+}
+
+/// The `--client-ca` bundle passes the start-up check, then is gone when `proxy::run` loads
+/// it: that failure is the configuration error `main` exits 64 with, naming the flag. (In
+/// process: the binary cannot be made to lose the file between the two reads without a race;
+/// `main` maps every `RunError` through `into_config_error`, as the `--acme-store` case above
+/// shows end to end.)
+#[tokio::test]
+async fn a_client_ca_bundle_that_fails_when_the_proxy_loads_it_is_a_config_error() {
+    install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("ca.pem");
+    std::fs::write(&bundle, TestCa::new("Client CA").cert_pem()).unwrap();
+    let argv = [
+        "wss-sidecar",
+        "proxy",
+        "--client-ca",
+        bundle.to_str().unwrap(),
+    ];
+    let Command::Proxy(args) = Cli::try_parse_from(argv).unwrap().command else {
+        panic!("not a proxy command");
+    };
+    let config = args.into_config().expect("the bundle is good at start-up");
+    std::fs::write(&bundle, "not a certificate").unwrap();
+    let tls = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listeners = proxy::Listeners {
+        tls,
+        admin: None,
+        http: None,
+    };
+    let err = proxy::run(config, listeners, std::future::pending())
+        .await
+        .expect_err("the proxy refuses the changed bundle");
+    assert!(matches!(err, proxy::RunError::ClientCa(_)), "{err}");
+    let config_error = err.into_config_error().expect("a configuration error");
+    assert_eq!(config_error.flag, "--client-ca");
+    assert!(
+        config_error.to_string().contains("ca.pem"),
+        "{config_error}"
+    );
+    // Failures that are not the user's configuration stay runtime errors (exit 1).
+    let tls_error = proxy::RunError::Tls(rustls::Error::General("x".into()));
+    assert!(tls_error.into_config_error().is_err());
+}
+
+#[tokio::test]
+async fn the_eab_key_file_is_checked_and_excludes_the_inline_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_base64 = dir.path().join("hmac");
+    std::fs::write(&not_base64, "not base64url!\n").unwrap();
+    let not_base64 = not_base64.to_str().unwrap();
+    let acme = ["--acme-domain", "a.test", "--acme-eab-kid", "kid"];
+    for (file, why) in [
+        ("/nonexistent/hmac", "cannot read"),
+        (not_base64, "not base64url"),
+    ] {
+        let args = [&acme[..], &["--acme-eab-hmac-key-file", file]].concat();
+        assert_refused(&args, &[], &format!("--acme-eab-hmac-key-file: {why}")).await;
+        let env = [("WSS_SIDECAR_ACME_EAB_HMAC_KEY_FILE", file)];
+        assert_refused(&acme, &env, &format!("--acme-eab-hmac-key-file: {why}")).await;
+    }
+    // Both ways of giving the key: refused, naming both flags, from flags or the environment.
+    let both = [
+        &acme[..],
+        &["--acme-eab-hmac-key", "aGVsbG8"],
+        &["--acme-eab-hmac-key-file", not_base64],
+    ]
+    .concat();
+    assert_refused(&both, &[], "--acme-eab-hmac-key-file").await;
+    assert_refused(&both, &[], "--acme-eab-hmac-key ").await;
+    let env = [
+        ("WSS_SIDECAR_ACME_EAB_HMAC_KEY", "aGVsbG8"),
+        ("WSS_SIDECAR_ACME_EAB_HMAC_KEY_FILE", not_base64),
+    ];
+    assert_refused(&acme, &env, "--acme-eab-hmac-key-file").await;
+    assert_refused(&acme, &env, "--acme-eab-hmac-key ").await;
 }

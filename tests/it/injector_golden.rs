@@ -206,6 +206,16 @@ fn patched_pods_hold_a_locked_down_sidecar_in_the_right_place() {
             "{name}"
         );
         assert_eq!(sidecar["ports"][0]["name"], "wss", "{name}");
+        // `--http-listen` is a named port too, so a Service on port 80 can target it.
+        let http_port = sidecar["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "wss-http")
+            .map(|p| p["containerPort"].as_u64().unwrap());
+        let http_listen = pod["metadata"]["annotations"]["wss-sidecar.io/http-listen"].as_str();
+        let listen_port = http_listen.map(|a| a.rsplit(':').next().unwrap().parse().unwrap());
+        assert_eq!(http_port, listen_port, "{name}: the wss-http port");
         assert_eq!(
             sidecar["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "metadata.namespace",
             "{name}"
@@ -227,19 +237,39 @@ fn patched_pods_hold_a_locked_down_sidecar_in_the_right_place() {
     assert!(patched_cases >= 4, "only {patched_cases} patched cases");
 }
 
+/// Flags that exclude each other cannot share a pod, so `every-annotation-*` cases hold
+/// the ones `every-annotation` cannot; together they must set every proxy flag.
 #[test]
-fn every_proxy_flag_is_covered_by_the_every_annotation_case() {
-    let (_, pod) = cases()
+fn every_proxy_flag_is_covered_by_the_every_annotation_cases() {
+    let cases: Vec<(String, Value)> = cases()
         .into_iter()
-        .find(|(n, _)| n == "every-annotation")
-        .expect("every-annotation.pod.yaml exists");
-    let annotations = pod["metadata"]["annotations"].as_object().unwrap();
+        .filter(|(n, _)| n == "every-annotation" || n.starts_with("every-annotation-"))
+        .collect();
+    assert!(
+        cases.iter().any(|(n, _)| n == "every-annotation"),
+        "every-annotation.pod.yaml exists"
+    );
+    let mut set = BTreeSet::new();
+    for (name, pod) in &cases {
+        assert!(
+            matches!(run(name, pod), Ok(Outcome::Patched(_))),
+            "{name}: every annotation case must be injected, not denied"
+        );
+        set.extend(
+            pod["metadata"]["annotations"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned(),
+        );
+    }
     let missing: Vec<&str> = flag_names()
-        .filter(|flag| !annotations.contains_key(&format!("{PREFIX}{flag}")))
+        .filter(|flag| !set.contains(&format!("{PREFIX}{flag}")))
         .collect();
     assert!(
         missing.is_empty(),
-        "tests/injector/every-annotation.pod.yaml sets no annotation for {missing:?}: add one \
-         with a valid value, then refresh the golden files"
+        "the tests/injector/every-annotation*.pod.yaml cases set no annotation for {missing:?}: \
+         add one with a valid value (a flag excluding one already there goes into an \
+         every-annotation-* case), then refresh the golden files"
     );
 }

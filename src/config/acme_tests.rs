@@ -1,0 +1,149 @@
+//! The `--acme-*` flags: defaults, errors naming the flag, the external account binding key.
+
+use clap::Parser;
+
+use super::*;
+
+#[derive(Parser)]
+struct Cmd {
+    #[command(flatten)]
+    acme: AcmeArgs,
+}
+
+fn parse(args: &[&str]) -> Result<Option<AcmeConfig>, ConfigError> {
+    let argv = std::iter::once("x").chain(args.iter().copied());
+    Cmd::try_parse_from(argv).unwrap().acme.into_config()
+}
+
+#[test]
+fn off_without_domains_and_defaults_with_one() {
+    assert!(parse(&[]).unwrap().is_none());
+    let cfg = parse(&["--acme-domain", "A.example.com"]).unwrap().unwrap();
+    assert_eq!(cfg.domains, ["a.example.com"]);
+    assert_eq!(cfg.directory, LETSENCRYPT);
+    assert_eq!(cfg.store, PathBuf::from("/var/lib/wss-sidecar"));
+    assert_eq!(cfg.challenge, ChallengeKind::TlsAlpn01);
+    let cfg = parse(&["--acme-domain", "a.test", "--http-listen", "127.0.0.1:80"]);
+    assert_eq!(cfg.unwrap().unwrap().challenge, ChallengeKind::Http01);
+    let cfg = parse(&[
+        "--acme-domain",
+        "a.test",
+        "--acme-directory",
+        "letsencrypt-staging",
+    ]);
+    assert_eq!(cfg.unwrap().unwrap().directory, LETSENCRYPT_STAGING);
+}
+
+#[test]
+fn errors_name_the_flag() {
+    for (args, flag) in [
+        (&["--acme-domain", "bad name"][..], "--acme-domain"),
+        (
+            &["--acme-domain", "a.test", "--acme-directory", "ftp"],
+            "--acme-directory",
+        ),
+        (
+            &["--acme-domain", "a.test", "--acme-store", "secret:ns/x"],
+            "--acme-store",
+        ),
+        (
+            &["--acme-domain", "a.test", "--acme-challenge", "http-01"],
+            "--acme-challenge",
+        ),
+        (
+            &["--acme-domain", "a.test", "--acme-eab-kid", "k"],
+            "--acme-eab-hmac-key",
+        ),
+        (
+            &[
+                "--acme-domain",
+                "a.test",
+                "--acme-eab-kid",
+                "k",
+                "--acme-eab-hmac-key",
+                "!",
+            ],
+            "--acme-eab-hmac-key",
+        ),
+        (
+            &["--acme-domain", "a.test", "--acme-ca-root", "/nonexistent"],
+            "--acme-ca-root",
+        ),
+        (
+            &["--acme-domain", "a.test", "--acme-store", "/dev/null"],
+            "--acme-store",
+        ),
+    ] {
+        assert_eq!(parse(args).unwrap_err().flag, flag, "{args:?}");
+    }
+}
+
+#[test]
+fn eab_key_is_decoded() {
+    let cfg = parse(&[
+        "--acme-domain",
+        "a.test",
+        "--acme-eab-kid",
+        "kid",
+        "--acme-eab-hmac-key",
+        "aGVsbG8",
+    ]);
+    assert_eq!(
+        cfg.unwrap().unwrap().eab,
+        Some(("kid".into(), b"hello".to_vec()))
+    );
+}
+
+#[test]
+fn eab_key_file_is_read_trimmed_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hmac");
+    std::fs::write(&file, "  aGVsbG8\n").unwrap();
+    let file = file.to_str().unwrap();
+    let with_file = |path: &str| {
+        parse(&[
+            "--acme-domain",
+            "a.test",
+            "--acme-eab-kid",
+            "kid",
+            "--acme-eab-hmac-key-file",
+            path,
+        ])
+    };
+    let eab = with_file(file).unwrap().unwrap().eab;
+    assert_eq!(eab, Some(("kid".into(), b"hello".to_vec())));
+    let missing = dir.path().join("missing");
+    let err = with_file(missing.to_str().unwrap()).unwrap_err();
+    assert_eq!(err.flag, "--acme-eab-hmac-key-file");
+    for bad in ["not base64url!", " \n"] {
+        std::fs::write(dir.path().join("hmac"), bad).unwrap();
+        assert_eq!(
+            with_file(file).unwrap_err().flag,
+            "--acme-eab-hmac-key-file"
+        );
+    }
+    let err = parse(&["--acme-domain", "a.test", "--acme-eab-hmac-key-file", file]);
+    assert!(
+        err.unwrap_err()
+            .message
+            .contains("--acme-eab-hmac-key-file")
+    );
+}
+
+#[test]
+fn eab_key_and_key_file_exclude_each_other() {
+    let argv = [
+        "x",
+        "--acme-eab-hmac-key",
+        "aGVsbG8",
+        "--acme-eab-hmac-key-file",
+        "/k",
+    ];
+    let err = Cmd::try_parse_from(argv).err().unwrap().to_string();
+    assert!(err.contains("--acme-eab-hmac-key ") && err.contains("--acme-eab-hmac-key-file"));
+    let err = eab(None, Some("a".into()), Some("/k".into())).unwrap_err();
+    assert!(
+        err.to_string().contains("--acme-eab-hmac-key-file"),
+        "{err}"
+    );
+}
