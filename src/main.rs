@@ -40,17 +40,20 @@ fn main() -> ExitCode {
     {
         tracing::debug!("a rustls crypto provider was already installed");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let threads = listen_threads();
+    let mut builder = if threads > 0 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    match runtime.block_on(run(cli.command, threads)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
@@ -61,12 +64,31 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+fn listen_threads() -> usize {
+    std::env::var("WSS_SIDECAR_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn run(command: Command, threads: usize) -> anyhow::Result<()> {
     let signals = Signals::install().context("cannot install signal handlers")?;
     match command {
         Command::Proxy(args) => {
             let config = args.into_config()?;
-            let tls = bind("--listen", config.listen).await?;
+            let (tls, tls_threads) = if threads > 0 {
+                let mut all = bind_reuseport("--listen", config.listen, threads)?;
+                let first = all.remove(0);
+                (
+                    TcpListener::from_std(first).map_err(|e| ConfigError {
+                        flag: "--listen",
+                        message: e.to_string(),
+                    })?,
+                    all,
+                )
+            } else {
+                (bind("--listen", config.listen).await?, Vec::new())
+            };
             let admin = match config.admin_listen {
                 Some(addr) => Some(bind("--admin-listen", addr).await?),
                 None => None,
@@ -75,7 +97,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 Some(addr) => Some(bind("--http-listen", addr).await?),
                 None => None,
             };
-            let listeners = proxy::Listeners { tls, admin, http };
+            let listeners = proxy::Listeners {
+                tls,
+                admin,
+                http,
+                tls_threads,
+            };
             proxy::run(config, listeners, shutdown_signal(signals)).await?;
         }
         Command::Demo(args) => {
@@ -120,6 +147,36 @@ async fn bind(flag: &'static str, addr: SocketAddr) -> Result<TcpListener, Confi
         flag,
         message: format!("cannot listen on {addr}: {e}"),
     })
+}
+
+/// Binds `n` listeners on `addr` with `SO_REUSEPORT` (the first picks the port when `addr`
+/// has port 0, the rest bind that port), for one accept loop per thread.
+fn bind_reuseport(
+    flag: &'static str,
+    addr: SocketAddr,
+    n: usize,
+) -> Result<Vec<std::net::TcpListener>, ConfigError> {
+    let err = |e: std::io::Error| ConfigError {
+        flag,
+        message: format!("cannot listen on {addr}: {e}"),
+    };
+    let mut bound = addr;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let socket = if bound.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(err)?;
+        socket.set_reuseaddr(true).map_err(err)?;
+        socket.set_reuseport(true).map_err(err)?;
+        socket.bind(bound).map_err(err)?;
+        let listener = socket.listen(1024).map_err(err)?;
+        bound = listener.local_addr().map_err(err)?;
+        out.push(listener.into_std().map_err(err)?);
+    }
+    Ok(out)
 }
 
 /// The first SIGTERM/SIGINT starts the drain; a second one exits at once.

@@ -30,6 +30,7 @@ pub async fn run(
             tls,
             admin,
             http: None,
+            tls_threads: Vec::new(),
         },
         shutdown,
     )

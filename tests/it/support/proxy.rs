@@ -87,6 +87,7 @@ impl TestProxy {
                 tls,
                 admin: Some(admin),
                 http,
+                tls_threads: Vec::new(),
             },
             async move {
                 let _ = stopped.await;
