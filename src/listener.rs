@@ -55,38 +55,3 @@ pub async fn accept_loop(
         });
     }
 }
-
-/// Runs `accept_loop` for one more `SO_REUSEPORT` listener on a thread of its own with a
-/// single-threaded runtime (one per core, as NGINX's workers): the kernel spreads new
-/// connections over the listeners, and each connection then lives on one thread, so its
-/// two sockets' wake-ups never cross threads. The limit, metrics, tracker and tokens are the
-/// shared ones. The returned receiver resolves once the listener is dropped; the thread then
-/// keeps serving its connections until the tracker is closed and empty.
-pub fn spawn_thread(
-    listener: std::net::TcpListener,
-    ctx: Arc<ConnectionContext>,
-    limit: Arc<Semaphore>,
-    tracker: TaskTracker,
-    conn_cancel: CancellationToken,
-    stop: CancellationToken,
-) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (stopped, on_stopped) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("wss-accept".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                match TcpListener::from_std(listener) {
-                    Ok(listener) => {
-                        accept_loop(listener, ctx, limit, tracker.clone(), conn_cancel, stop).await;
-                    }
-                    Err(err) => warn!(error = %err, "cannot register a listener"),
-                }
-                drop(stopped);
-                tracker.wait().await;
-            });
-        })?;
-    Ok(on_stopped)
-}

@@ -40,20 +40,17 @@ fn main() -> ExitCode {
     {
         tracing::debug!("a rustls crypto provider was already installed");
     }
-    let threads = listen_threads();
-    let mut builder = if threads > 0 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
-    let runtime = match builder.enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command, threads)) {
+    match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
@@ -64,31 +61,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn listen_threads() -> usize {
-    std::env::var("WSS_SIDECAR_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-async fn run(command: Command, threads: usize) -> anyhow::Result<()> {
+async fn run(command: Command) -> anyhow::Result<()> {
     let signals = Signals::install().context("cannot install signal handlers")?;
     match command {
         Command::Proxy(args) => {
             let config = args.into_config()?;
-            let (tls, tls_threads) = if threads > 0 {
-                let mut all = bind_reuseport("--listen", config.listen, threads)?;
-                let first = all.remove(0);
-                (
-                    TcpListener::from_std(first).map_err(|e| ConfigError {
-                        flag: "--listen",
-                        message: e.to_string(),
-                    })?,
-                    all,
-                )
-            } else {
-                (bind("--listen", config.listen).await?, Vec::new())
-            };
+            let tls = bind("--listen", config.listen).await?;
             let admin = match config.admin_listen {
                 Some(addr) => Some(bind("--admin-listen", addr).await?),
                 None => None,
@@ -97,12 +75,7 @@ async fn run(command: Command, threads: usize) -> anyhow::Result<()> {
                 Some(addr) => Some(bind("--http-listen", addr).await?),
                 None => None,
             };
-            let listeners = proxy::Listeners {
-                tls,
-                admin,
-                http,
-                tls_threads,
-            };
+            let listeners = proxy::Listeners { tls, admin, http };
             proxy::run(config, listeners, shutdown_signal(signals)).await?;
         }
         Command::Demo(args) => {
@@ -147,36 +120,6 @@ async fn bind(flag: &'static str, addr: SocketAddr) -> Result<TcpListener, Confi
         flag,
         message: format!("cannot listen on {addr}: {e}"),
     })
-}
-
-/// Binds `n` listeners on `addr` with `SO_REUSEPORT` (the first picks the port when `addr`
-/// has port 0, the rest bind that port), for one accept loop per thread.
-fn bind_reuseport(
-    flag: &'static str,
-    addr: SocketAddr,
-    n: usize,
-) -> Result<Vec<std::net::TcpListener>, ConfigError> {
-    let err = |e: std::io::Error| ConfigError {
-        flag,
-        message: format!("cannot listen on {addr}: {e}"),
-    };
-    let mut bound = addr;
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let socket = if bound.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()
-        } else {
-            tokio::net::TcpSocket::new_v6()
-        }
-        .map_err(err)?;
-        socket.set_reuseaddr(true).map_err(err)?;
-        socket.set_reuseport(true).map_err(err)?;
-        socket.bind(bound).map_err(err)?;
-        let listener = socket.listen(1024).map_err(err)?;
-        bound = listener.local_addr().map_err(err)?;
-        out.push(listener.into_std().map_err(err)?);
-    }
-    Ok(out)
 }
 
 /// The first SIGTERM/SIGINT starts the drain; a second one exits at once.

@@ -36,9 +36,6 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
     /// The plain HTTP listener (`--http-listen`), if enabled.
     pub http: Option<TcpListener>,
-    /// More listeners on the TLS address (`SO_REUSEPORT`), each served by a thread of its
-    /// own; empty = all connections on the caller's runtime.
-    pub tls_threads: Vec<std::net::TcpListener>,
 }
 
 /// Why the proxy could not run.
@@ -56,9 +53,6 @@ pub enum RunError {
     /// The `--client-ca` bundle could not be loaded.
     #[error("--client-ca: {0}")]
     ClientCa(#[from] crate::tls::ClientCaError),
-    /// A listener thread could not be started.
-    #[error("cannot start a listener thread: {0}")]
-    Thread(std::io::Error),
 }
 
 /// Runs the proxy until `shutdown` resolves, then drains: readiness turns false at once, the
@@ -147,29 +141,11 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let conn_cancel = CancellationToken::new();
     let accept_stop = CancellationToken::new();
-    // On an early return, stop the listener threads' accept loops and let them exit.
-    let _stop_accepting = accept_stop.clone().drop_guard();
-    let _close_tracker = CloseOnDrop(tracker.clone());
     let listen_addr = listeners.tls.local_addr().ok();
-    let limit = Arc::new(Semaphore::new(config.max_connections));
-    let mut threads = Vec::new();
-    for extra in listeners.tls_threads {
-        threads.push(
-            listener::spawn_thread(
-                extra,
-                Arc::clone(&ctx),
-                Arc::clone(&limit),
-                tracker.clone(),
-                conn_cancel.clone(),
-                accept_stop.clone(),
-            )
-            .map_err(RunError::Thread)?,
-        );
-    }
     let accepting = tokio::spawn(listener::accept_loop(
         listeners.tls,
         ctx,
-        limit,
+        Arc::new(Semaphore::new(config.max_connections)),
         tracker.clone(),
         conn_cancel.clone(),
         accept_stop.clone(),
@@ -188,9 +164,6 @@ pub async fn run(
     accept_stop.cancel();
     // Wait for the loop to drop the listener, so new connections are refused from here on.
     let _ = accepting.await;
-    for stopped in threads {
-        let _ = stopped.await;
-    }
     readiness.set_listening(false);
     tracker.close();
     let live = tracker.len();
@@ -234,15 +207,6 @@ fn spawn_acme(
     );
     tokio::spawn(manager.run(stop.child_token()));
     Ok(Some(Arc::new(ChallengeResponder::new(acme_store))))
-}
-
-/// Closes the tracker when dropped, so listener threads waiting on it end with `run`.
-struct CloseOnDrop(TaskTracker);
-
-impl Drop for CloseOnDrop {
-    fn drop(&mut self) {
-        self.0.close();
-    }
 }
 
 /// Displays an optional address as the address or `none`.

@@ -30,7 +30,6 @@ pub async fn run(
             tls,
             admin,
             http: None,
-            tls_threads: Vec::new(),
         },
         shutdown,
     )

@@ -87,7 +87,6 @@ impl TestProxy {
                 tls,
                 admin: Some(admin),
                 http,
-                tls_threads: Vec::new(),
             },
             async move {
                 let _ = stopped.await;
