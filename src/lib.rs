@@ -16,6 +16,8 @@
 //!   pairs into the [`certs::CertStore`], whose snapshot the resolver reads per handshake.
 //! - [`acme`]: certificates ordered from an ACME CA, shared by replicas through a store, and
 //!   the TLS-ALPN-01 / HTTP-01 answers.
+//! - [`k8s`]: the Kubernetes API behind narrow traits: a watched TLS Secret, the ACME store's
+//!   Secret and Lease, Events on the pod.
 //!
 //! Around them:
 //! - [`config`]: flags and environment variables, parsed into one typed config.
@@ -37,6 +39,7 @@ pub mod forward;
 pub mod health;
 pub mod http_serve;
 pub mod injector;
+pub mod k8s;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;

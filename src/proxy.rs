@@ -14,13 +14,15 @@ use tracing::{info, warn};
 use crate::acme::http01::{self, HttpState};
 use crate::acme::{AcmeStore, ChallengeResponder, DirStore, Manager};
 use crate::admin::{self, AdminState};
-use crate::certs::{CertStore, DirSource, self_signed};
+use crate::certs::{CertStore, DirSource, SecretSource, self_signed};
 use crate::config::ProxyConfig;
 use crate::config::acme::ChallengeKind;
 use crate::connection::ConnectionContext;
 use crate::forward::Preamble;
 use crate::forward::{Counters, Timeouts};
 use crate::health::Readiness;
+use crate::k8s::client::KubeSecret;
+use crate::k8s::{self, Events, ObjectRef};
 use crate::listener;
 use crate::metrics::Metrics;
 use crate::tls::{self, ClientCaVerifier, Resolver};
@@ -53,6 +55,14 @@ pub enum RunError {
     /// The `--client-ca` bundle could not be loaded.
     #[error("--client-ca: {0}")]
     ClientCa(#[from] crate::tls::ClientCaError),
+    /// A source needs the Kubernetes API (`flag`), and there is no configuration to reach it.
+    #[error("{flag}: {source}")]
+    Kubernetes {
+        /// The flag that needs the API.
+        flag: &'static str,
+        /// Why no client could be made.
+        source: crate::k8s::ApiError,
+    },
 }
 
 impl RunError {
@@ -64,6 +74,7 @@ impl RunError {
         match self {
             Self::AcmeStore(e) => Ok(ConfigError::new("--acme-store", e.to_string())),
             Self::ClientCa(e) => Ok(ConfigError::new("--client-ca", e.to_string())),
+            Self::Kubernetes { flag, source } => Ok(ConfigError::new(flag, source.to_string())),
             other => Err(other),
         }
     }
@@ -81,7 +92,8 @@ pub async fn run(
     let sources_stop = CancellationToken::new();
     let _stop_sources = sources_stop.clone().drop_guard();
 
-    if config.cert_dirs.is_empty() && config.acme.is_none() {
+    let cluster = connect_kubernetes(&config, &store).await?;
+    if config.cert_dirs.is_empty() && config.cert_secrets.is_empty() && config.acme.is_none() {
         warn!(
             "NO CERTIFICATE CONFIGURED: serving a freshly generated SELF-SIGNED certificate for \
              localhost. Clients will not trust it. For development only: give --cert-dir."
@@ -101,7 +113,17 @@ pub async fn run(
         source.spawn_watch(config.cert_poll_interval, sources_stop.child_token());
     }
 
-    let acme = spawn_acme(&config, &store, &metrics, &sources_stop)?;
+    if let Some(client) = &cluster {
+        for secret in &config.cert_secrets {
+            let namespace = namespace_of(secret, client);
+            let api = KubeSecret::new(client.clone(), &namespace, &secret.name);
+            let publisher = store.register(format!("secret:{namespace}/{}", secret.name));
+            SecretSource::new(api, publisher, tls::provider())
+                .spawn_watch(sources_stop.child_token());
+        }
+    }
+
+    let acme = spawn_acme(&config, &store, &metrics, &sources_stop, cluster.as_ref())?;
 
     let client_auth = ClientCaVerifier::spawn_for(
         config.client.client_ca.as_ref(),
@@ -197,12 +219,38 @@ pub async fn run(
     Ok(())
 }
 
+/// A Kubernetes client (in-cluster or kubeconfig) when a source needs one; it also sends the
+/// pod's Events.
+async fn connect_kubernetes(
+    config: &ProxyConfig,
+    store: &Arc<CertStore>,
+) -> Result<Option<kube::Client>, RunError> {
+    let Some(flag) = config.kubernetes_flag() else {
+        return Ok(None);
+    };
+    let client = k8s::client::connect()
+        .await
+        .map_err(|source| RunError::Kubernetes { flag, source })?;
+    store.set_events(Events::from_env(client.clone()));
+    Ok(Some(client))
+}
+
+/// The namespace of `object`: as given, else the pod's own, else the kubeconfig context's.
+fn namespace_of(object: &ObjectRef, client: &kube::Client) -> String {
+    object
+        .namespace
+        .clone()
+        .or_else(k8s::target::own_namespace)
+        .unwrap_or_else(|| client.default_namespace().to_string())
+}
+
 /// Starts the ACME manager when `--acme-domain` is given; returns the challenge responder.
 fn spawn_acme(
     config: &ProxyConfig,
     store: &Arc<CertStore>,
     metrics: &Arc<Metrics>,
     stop: &CancellationToken,
+    _cluster: Option<&kube::Client>,
 ) -> Result<Option<Arc<ChallengeResponder>>, RunError> {
     let Some(acme_config) = &config.acme else {
         return Ok(None);

@@ -47,6 +47,7 @@ fn demo_config(args: &DemoArgs, listen: SocketAddr, app: SocketAddr) -> ProxyCon
             addrs: vec![app],
         },
         cert_dirs: Vec::new(),
+        cert_secrets: Vec::new(),
         cert_poll_interval: Duration::from_secs(10),
         admin_listen: args.admin_listen.0,
         handshake_timeout: Duration::from_secs(10),

@@ -5,8 +5,6 @@
 //! watch up on volumes whose events are lost, and a content fingerprint keeps unchanged files
 //! from being reloaded (or re-reported) on every poll.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -14,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use rustls::crypto::CryptoProvider;
 use tokio_util::sync::CancellationToken;
 
-use super::pair::{CertError, load_pair};
+use super::pair::{CertError, fingerprint, load_pair};
 use super::store::Publisher;
 use super::watch::{self, Refresh};
 
@@ -129,12 +127,4 @@ impl Refresh for DirSource {
     async fn refresh(&mut self) {
         self.reload().await;
     }
-}
-
-fn fingerprint(cert: &[u8], key: &[u8]) -> u64 {
-    let mut h = DefaultHasher::new();
-    cert.hash(&mut h);
-    key.hash(&mut h);
-    // 0 is reserved for "files could not be read".
-    h.finish().max(1)
 }

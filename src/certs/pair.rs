@@ -46,6 +46,9 @@ pub enum CertError {
     /// notBefore is in the future.
     #[error("the certificate is not valid before {0}")]
     NotYetValid(String),
+    /// A Kubernetes Secret source has nothing to load: the Secret is missing or lacks a key.
+    #[error("{0}")]
+    Missing(String),
 }
 
 impl CertError {
@@ -53,6 +56,7 @@ impl CertError {
     pub fn reason(&self) -> &'static str {
         match self {
             CertError::Read { .. } => "read",
+            CertError::Missing(_) => "missing",
             CertError::NoCertificate | CertError::CertPem(_) | CertError::BadCertificate(_) => {
                 "bad_certificate"
             }
@@ -74,6 +78,16 @@ pub struct LoadedCert {
     pub names: Vec<String>,
     /// The leaf's notAfter, seconds since the epoch.
     pub not_after: i64,
+}
+
+/// A cheap content hash of a pair, so a source can skip re-validating (and re-reporting) what
+/// it already saw. Never 0: sources use 0 for "nothing could be read".
+pub(crate) fn fingerprint(cert: &[u8], key: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    cert.hash(&mut h);
+    key.hash(&mut h);
+    h.finish().max(1)
 }
 
 /// Parses and validates a PEM chain and key as of `now`.

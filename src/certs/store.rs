@@ -1,12 +1,13 @@
 //! The set of serving certificates: sources publish into slots, handshakes read a snapshot.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use tracing::{info, warn};
 
 use super::pair::{CertError, LoadedCert, epoch_seconds};
+use crate::k8s::{Events, Reason};
 use crate::metrics::{Metrics, Reload, Source};
 
 /// The certificates being served, in source order. Swapped whole on every publish, so a
@@ -61,6 +62,8 @@ pub struct CertStore {
     slots: Mutex<Vec<Option<Arc<LoadedCert>>>>,
     snapshot: ArcSwap<Snapshot>,
     metrics: Arc<Metrics>,
+    /// Kubernetes Events about the pod, once a Kubernetes client exists.
+    events: OnceLock<Events>,
 }
 
 impl CertStore {
@@ -70,7 +73,13 @@ impl CertStore {
             slots: Mutex::new(Vec::new()),
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             metrics,
+            events: OnceLock::new(),
         })
+    }
+
+    /// Reports refused pairs as Kubernetes Events too (set once; later calls are ignored).
+    pub fn set_events(&self, events: Events) {
+        let _ = self.events.set(events);
     }
 
     /// Adds a source; its certificates rank after those of sources registered before it.
@@ -152,6 +161,15 @@ impl Publisher {
             error = %err,
             "certificate refused; the previous certificate keeps serving"
         );
+        if let Some(events) = self.store.events.get() {
+            events.emit(
+                Reason::CertificateReloadFailed,
+                format!(
+                    "{}: {err}; the previous certificate keeps serving",
+                    self.label
+                ),
+            );
+        }
     }
 
     fn reload_label(&self, result: &'static str) -> Reload {

@@ -68,6 +68,18 @@ pub struct ProxyArgs {
     #[arg(long = "cert-dir", env = "WSS_SIDECAR_CERT_DIR", value_delimiter = ',')]
     pub cert_dirs: Vec<PathBuf>,
 
+    /// `[namespace/]name` of a kubernetes.io/tls Secret to serve, watched through the
+    /// Kubernetes API (no volume, no kubelet sync delay). Repeatable, ranked after --cert-dir.
+    /// The namespace defaults to the pod's own.
+    #[arg(
+        long = "cert-secret",
+        env = "WSS_SIDECAR_CERT_SECRET",
+        value_name = "[NAMESPACE/]NAME",
+        value_delimiter = ',',
+        value_parser = crate::k8s::ObjectRef::parse
+    )]
+    pub cert_secrets: Vec<crate::k8s::ObjectRef>,
+
     /// How often certificate directories are re-read even when no change event arrived
     /// (a backstop for volumes whose events are lost).
     #[arg(long, env = "WSS_SIDECAR_CERT_POLL_INTERVAL", default_value = "10s", value_parser = parse_duration)]
@@ -164,6 +176,7 @@ impl ProxyArgs {
             listen: self.listen,
             upstream: self.upstream,
             cert_dirs: self.cert_dirs,
+            cert_secrets: self.cert_secrets,
             cert_poll_interval: self.cert_poll_interval,
             admin_listen: self.admin_listen.0,
             handshake_timeout: self.handshake_timeout,

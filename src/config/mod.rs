@@ -37,6 +37,8 @@ pub struct ProxyConfig {
     pub upstream: Upstream,
     /// Directories holding `tls.crt` + `tls.key`, in flag order (the first is the SNI fallback).
     pub cert_dirs: Vec<PathBuf>,
+    /// kubernetes.io/tls Secrets watched through the API, ranked after the directories.
+    pub cert_secrets: Vec<crate::k8s::ObjectRef>,
     /// How often certificate directories are re-read even without a change event.
     pub cert_poll_interval: Duration,
     /// Admin endpoint (`/healthz`, `/readyz`, `/metrics`); `None` disables it.
@@ -55,6 +57,13 @@ pub struct ProxyConfig {
     pub drain_timeout: Duration,
     /// Who the client is and what the upstream is told about it.
     pub client: ClientConfig,
+}
+
+impl ProxyConfig {
+    /// The flag that needs the Kubernetes API, if any does (a client is made at start-up).
+    pub fn kubernetes_flag(&self) -> Option<&'static str> {
+        (!self.cert_secrets.is_empty()).then_some("--cert-secret")
+    }
 }
 
 /// A configuration problem found at start-up. The message names the flag.

@@ -13,6 +13,7 @@ mod injector_examples;
 mod injector_golden;
 mod injector_selfcert;
 mod injector_webhook;
+mod k8s_client;
 mod limits;
 mod metrics;
 mod mtls;

@@ -2,45 +2,9 @@
 //! Secret, one Lease, one webhook's `caBundle`. Writes carry the `resourceVersion` they were
 //! based on, so two replicas can never overwrite each other's work.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 
-/// A stored object and the `resourceVersion` a replace must name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Versioned<T> {
-    /// The object's `metadata.resourceVersion`.
-    pub resource_version: String,
-    /// Its content.
-    pub value: T,
-}
-
-/// The Secret's data: `tls.crt`, `tls.key`, `ca.crt`, `ca.key` as bytes.
-pub type SecretData = BTreeMap<String, Vec<u8>>;
-
-/// Who holds the Lease, and until when.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaseState {
-    /// `spec.holderIdentity`.
-    pub holder: Option<String>,
-    /// `spec.renewTime`, seconds since the epoch.
-    pub renewed_at: i64,
-    /// `spec.leaseDurationSeconds`.
-    pub duration_seconds: i64,
-}
-
-/// Why an API call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    /// Another writer got there first (HTTP 409): read again and retry.
-    #[error("conflict: the object changed since it was read")]
-    Conflict,
-    /// The named object does not exist (HTTP 404) where it must (the webhook configuration).
-    #[error("{0} not found")]
-    NotFound(String),
-    /// Anything else: network, authorisation, a malformed answer.
-    #[error("kubernetes API: {0}")]
-    Other(String),
-}
+pub use crate::k8s::api::{ApiError, LeaseState, SecretData, Versioned};
 
 /// The calls the certificate manager makes; [`super::kube_api::KubeApi`] is the real one.
 pub trait ClusterApi: Send + Sync + 'static {

@@ -3,11 +3,11 @@
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
+
+use crate::k8s::LeaseApi;
+use crate::k8s::client::{KubeLease, api_error, meta};
 
 use super::api::{ApiError, ClusterApi, LeaseState, SecretData, Versioned};
 
@@ -15,10 +15,9 @@ use super::api::{ApiError, ClusterApi, LeaseState, SecretData, Versioned};
 #[derive(Clone)]
 pub struct KubeApi {
     secrets: Api<Secret>,
-    leases: Api<Lease>,
+    lease: KubeLease,
     webhooks: Api<MutatingWebhookConfiguration>,
     secret_name: String,
-    lease_name: String,
     webhook_name: String,
 }
 
@@ -34,20 +33,11 @@ impl KubeApi {
     ) -> Self {
         Self {
             secrets: Api::namespaced(client.clone(), namespace),
-            leases: Api::namespaced(client.clone(), namespace),
+            lease: KubeLease::new(client.clone(), namespace, lease_name),
             webhooks: Api::all(client),
             secret_name: secret_name.into(),
-            lease_name: lease_name.into(),
             webhook_name: webhook_name.into(),
         }
-    }
-}
-
-fn api_error(err: kube::Error) -> ApiError {
-    match err {
-        kube::Error::Api(status) if status.code == 409 => ApiError::Conflict,
-        kube::Error::Api(status) if status.code == 404 => ApiError::NotFound(status.message),
-        other => ApiError::Other(other.to_string()),
     }
 }
 
@@ -69,21 +59,6 @@ where
         api.create(&pp, object).await
     };
     result.map(drop).map_err(api_error)
-}
-
-fn meta(name: &str, based_on: Option<String>) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.into()),
-        resource_version: based_on,
-        labels: Some(
-            [(
-                "app.kubernetes.io/part-of".to_string(),
-                "wss-sidecar".to_string(),
-            )]
-            .into(),
-        ),
-        ..Default::default()
-    }
 }
 
 impl ClusterApi for KubeApi {
@@ -116,38 +91,11 @@ impl ClusterApi for KubeApi {
     }
 
     async fn get_lease(&self) -> Result<Option<Versioned<LeaseState>>, ApiError> {
-        let lease = self
-            .leases
-            .get_opt(&self.lease_name)
-            .await
-            .map_err(api_error)?;
-        Ok(lease.map(|l| {
-            let spec = l.spec.unwrap_or_default();
-            Versioned {
-                resource_version: l.metadata.resource_version.unwrap_or_default(),
-                value: LeaseState {
-                    holder: spec.holder_identity,
-                    renewed_at: spec.renew_time.map_or(0, |t| t.0.as_second()),
-                    duration_seconds: spec.lease_duration_seconds.map_or(0, i64::from),
-                },
-            }
-        }))
+        self.lease.get().await
     }
 
     async fn put_lease(&self, lease: LeaseState, based_on: Option<String>) -> Result<(), ApiError> {
-        let replace = based_on.is_some();
-        let renewed = Timestamp::from_second(lease.renewed_at)
-            .map_err(|e| ApiError::Other(format!("lease time: {e}")))?;
-        let object = Lease {
-            metadata: meta(&self.lease_name, based_on),
-            spec: Some(LeaseSpec {
-                holder_identity: lease.holder,
-                renew_time: Some(MicroTime(renewed)),
-                lease_duration_seconds: i32::try_from(lease.duration_seconds).ok(),
-                ..Default::default()
-            }),
-        };
-        create_or_replace(&self.leases, &self.lease_name, &object, replace).await
+        self.lease.put(lease, based_on).await
     }
 
     async fn ca_bundles(&self) -> Result<Vec<Option<Vec<u8>>>, ApiError> {

@@ -11,7 +11,8 @@
 //! - `process`: the real binary as a child process (the proxy, or the demo), its logs and
 //!   exit status.
 //! - `pebble`: the Pebble ACME server and its DNS (pebble-challtestsrv) as child processes.
-//! - `fake_api`: an in-process Kubernetes API server (real JSON, resourceVersion checks).
+//! - `fake_api`: an in-process Kubernetes API server (real JSON, resourceVersion checks,
+//!   lists and watches, injected faults, closed watches and 410 Gone).
 //! - `injector`: the injector's sidecar template and AdmissionReview requests.
 //! - `proxy`: the proxy run in-process on free ports, and its admin endpoint and metrics.
 //! - `served`: that proxy serving `app.test` from a fresh CA, with a client that trusts it.

@@ -1,0 +1,212 @@
+//! The traits of [`super::api`] over the real Kubernetes API (kube's client and watcher), and
+//! the client itself: in-cluster service account or kubeconfig, as kube infers them.
+
+use std::future::ready;
+
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+
+use super::api::{ApiError, LeaseApi, LeaseState, SecretApi, SecretData, SecretEvent, Versioned};
+
+/// A client from the pod's service account, or from `KUBECONFIG` / `~/.kube/config`.
+pub async fn connect() -> Result<kube::Client, ApiError> {
+    kube::Client::try_default()
+        .await
+        .map_err(|e| ApiError::Other(format!("no Kubernetes API configuration found: {e}")))
+}
+
+/// Maps kube's errors onto the few cases callers act on.
+pub fn api_error(err: kube::Error) -> ApiError {
+    match err {
+        kube::Error::Api(status) if status.code == 409 => ApiError::Conflict,
+        kube::Error::Api(status) if status.code == 404 => ApiError::NotFound(status.message),
+        kube::Error::Api(status) if status.code == 403 => ApiError::Forbidden(status.message),
+        other => ApiError::Other(other.to_string()),
+    }
+}
+
+/// Metadata for an object we write: its name, the version it replaces, and our label.
+pub fn meta(name: &str, based_on: Option<String>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        resource_version: based_on,
+        labels: Some(
+            [(
+                "app.kubernetes.io/part-of".to_string(),
+                "wss-sidecar".to_string(),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    }
+}
+
+/// One Secret through kube.
+#[derive(Clone)]
+pub struct KubeSecret {
+    api: Api<Secret>,
+    namespace: String,
+    name: String,
+}
+
+impl KubeSecret {
+    /// The Secret `name` in `namespace`.
+    pub fn new(client: kube::Client, namespace: &str, name: &str) -> Self {
+        Self {
+            api: Api::namespaced(client, namespace),
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    async fn write(
+        &self,
+        type_: &str,
+        data: SecretData,
+        based_on: Option<&str>,
+    ) -> Result<Versioned<SecretData>, ApiError> {
+        let secret = Secret {
+            metadata: meta(&self.name, based_on.map(str::to_string)),
+            type_: Some(type_.into()),
+            data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
+            ..Default::default()
+        };
+        let pp = PostParams::default();
+        let written = match based_on {
+            Some(_) => self.api.replace(&self.name, &pp, &secret).await,
+            None => self.api.create(&pp, &secret).await,
+        };
+        written.map(versioned).map_err(api_error)
+    }
+}
+
+fn versioned(secret: Secret) -> Versioned<SecretData> {
+    Versioned {
+        resource_version: secret.metadata.resource_version.unwrap_or_default(),
+        value: secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect(),
+    }
+}
+
+impl SecretApi for KubeSecret {
+    fn describe(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    async fn get(&self) -> Result<Option<Versioned<SecretData>>, ApiError> {
+        let secret = self.api.get_opt(&self.name).await.map_err(api_error)?;
+        Ok(secret.map(versioned))
+    }
+
+    async fn create(
+        &self,
+        type_: &str,
+        data: SecretData,
+    ) -> Result<Versioned<SecretData>, ApiError> {
+        self.write(type_, data, None).await
+    }
+
+    async fn replace(
+        &self,
+        type_: &str,
+        data: SecretData,
+        based_on: &str,
+    ) -> Result<Versioned<SecretData>, ApiError> {
+        self.write(type_, data, Some(based_on)).await
+    }
+
+    fn watch(&self) -> BoxStream<'static, SecretEvent> {
+        // List + watch of this one name; kube's watcher re-lists after `410 Gone` and resumes
+        // from the last version after a dropped stream. The back-off spaces out retries.
+        let config = watcher::Config::default().fields(&format!("metadata.name={}", self.name));
+        let mut seen_since_list = false;
+        watcher(self.api.clone(), config)
+            .default_backoff()
+            .filter_map(move |event| {
+                let mapped = match event {
+                    Ok(watcher::Event::Init) => {
+                        seen_since_list = false;
+                        None
+                    }
+                    Ok(watcher::Event::InitApply(secret) | watcher::Event::Apply(secret)) => {
+                        seen_since_list = true;
+                        Some(SecretEvent::Applied(versioned(secret)))
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        (!seen_since_list).then_some(SecretEvent::Absent)
+                    }
+                    Ok(watcher::Event::Delete(_)) => Some(SecretEvent::Absent),
+                    Err(err) => Some(SecretEvent::Interrupted(err.to_string())),
+                };
+                ready(mapped)
+            })
+            .boxed()
+    }
+}
+
+/// One Lease through kube.
+#[derive(Clone)]
+pub struct KubeLease {
+    api: Api<Lease>,
+    name: String,
+}
+
+impl KubeLease {
+    /// The Lease `name` in `namespace`.
+    pub fn new(client: kube::Client, namespace: &str, name: &str) -> Self {
+        Self {
+            api: Api::namespaced(client, namespace),
+            name: name.into(),
+        }
+    }
+}
+
+impl LeaseApi for KubeLease {
+    async fn get(&self) -> Result<Option<Versioned<LeaseState>>, ApiError> {
+        let lease = self.api.get_opt(&self.name).await.map_err(api_error)?;
+        Ok(lease.map(|l| {
+            let spec = l.spec.unwrap_or_default();
+            Versioned {
+                resource_version: l.metadata.resource_version.unwrap_or_default(),
+                value: LeaseState {
+                    holder: spec.holder_identity,
+                    renewed_at: spec.renew_time.map_or(0, |t| t.0.as_second()),
+                    duration_seconds: spec.lease_duration_seconds.map_or(0, i64::from),
+                },
+            }
+        }))
+    }
+
+    async fn put(&self, lease: LeaseState, based_on: Option<String>) -> Result<(), ApiError> {
+        let replace = based_on.is_some();
+        let renewed = Timestamp::from_second(lease.renewed_at)
+            .map_err(|e| ApiError::Other(format!("lease time: {e}")))?;
+        let object = Lease {
+            metadata: meta(&self.name, based_on),
+            spec: Some(LeaseSpec {
+                holder_identity: lease.holder,
+                renew_time: Some(MicroTime(renewed)),
+                lease_duration_seconds: i32::try_from(lease.duration_seconds).ok(),
+                ..Default::default()
+            }),
+        };
+        let pp = PostParams::default();
+        let written = if replace {
+            self.api.replace(&self.name, &pp, &object).await
+        } else {
+            self.api.create(&pp, &object).await
+        };
+        written.map(drop).map_err(api_error)
+    }
+}

@@ -1,0 +1,124 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease: take it when free or expired, renew it
+//! while held, hand it back when done. Every write names the version it read, so two
+//! candidates can never both believe they won.
+
+use super::api::{ApiError, LeaseApi, LeaseState};
+
+/// Takes the Lease for `holder` for `duration_seconds` from `now`, or renews it if `holder`
+/// has it. True when `holder` holds it afterwards; false when another holder's lease is live
+/// or another candidate won the race (a 409).
+pub async fn try_acquire<L: LeaseApi>(
+    api: &L,
+    holder: &str,
+    duration_seconds: i64,
+    now: i64,
+) -> Result<bool, ApiError> {
+    let based_on = match api.get().await? {
+        None => None,
+        Some(lease) => {
+            let mine = lease.value.holder.as_deref() == Some(holder);
+            let free = lease.value.holder.as_deref().is_none_or(str::is_empty);
+            if !mine && !free && !lease.value.expired(now) {
+                return Ok(false);
+            }
+            Some(lease.resource_version)
+        }
+    };
+    let ours = LeaseState {
+        holder: Some(holder.to_string()),
+        renewed_at: now,
+        duration_seconds,
+    };
+    match api.put(ours, based_on).await {
+        Ok(()) => Ok(true),
+        Err(ApiError::Conflict) => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+/// Gives the Lease up if `holder` has it, so the next candidate need not wait for it to
+/// expire. A Lease someone else took meanwhile is left alone.
+pub async fn release<L: LeaseApi>(api: &L, holder: &str, now: i64) -> Result<(), ApiError> {
+    let Some(lease) = api.get().await? else {
+        return Ok(());
+    };
+    if lease.value.holder.as_deref() != Some(holder) {
+        return Ok(());
+    }
+    let free = LeaseState {
+        holder: None,
+        renewed_at: now,
+        duration_seconds: lease.value.duration_seconds,
+    };
+    match api.put(free, Some(lease.resource_version)).await {
+        Ok(()) | Err(ApiError::Conflict) => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::k8s::api::Versioned;
+
+    /// A Lease in memory that checks versions like the API server.
+    #[derive(Default)]
+    struct Memory(Mutex<Option<Versioned<LeaseState>>>);
+
+    impl LeaseApi for Memory {
+        async fn get(&self) -> Result<Option<Versioned<LeaseState>>, ApiError> {
+            Ok(self.0.lock().unwrap().clone())
+        }
+        async fn put(&self, lease: LeaseState, based_on: Option<String>) -> Result<(), ApiError> {
+            let mut slot = self.0.lock().unwrap();
+            let current = slot.as_ref().map(|l| l.resource_version.clone());
+            if current != based_on {
+                return Err(ApiError::Conflict);
+            }
+            let next = current.map_or(1, |v| v.parse::<u64>().unwrap() + 1);
+            *slot = Some(Versioned {
+                resource_version: next.to_string(),
+                value: lease,
+            });
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn one_holder_until_it_expires_or_releases() {
+        let api = Memory::default();
+        assert!(try_acquire(&api, "a", 10, 100).await.unwrap());
+        assert!(!try_acquire(&api, "b", 10, 105).await.unwrap());
+        assert!(try_acquire(&api, "a", 10, 108).await.unwrap(), "renewal");
+        assert!(
+            !try_acquire(&api, "b", 10, 118).await.unwrap(),
+            "renewed at 108"
+        );
+        assert!(try_acquire(&api, "b", 10, 119).await.unwrap(), "expired");
+        assert!(!try_acquire(&api, "a", 10, 120).await.unwrap());
+        release(&api, "a", 121).await.unwrap();
+        assert!(
+            !try_acquire(&api, "a", 10, 121).await.unwrap(),
+            "not a's to release"
+        );
+        release(&api, "b", 122).await.unwrap();
+        assert!(try_acquire(&api, "a", 10, 122).await.unwrap(), "released");
+    }
+
+    #[tokio::test]
+    async fn a_stale_read_loses_the_race() {
+        let api = Memory::default();
+        assert!(try_acquire(&api, "a", 10, 100).await.unwrap());
+        // b read the expired lease, then a renewed it before b wrote.
+        let stale = api.get().await.unwrap().unwrap().resource_version;
+        assert!(try_acquire(&api, "a", 10, 111).await.unwrap());
+        let taken = LeaseState {
+            holder: Some("b".into()),
+            renewed_at: 112,
+            duration_seconds: 10,
+        };
+        assert_eq!(api.put(taken, Some(stale)).await, Err(ApiError::Conflict));
+    }
+}
