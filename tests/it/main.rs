@@ -5,6 +5,7 @@ mod acme_renewal;
 mod acme_replicas;
 mod browser;
 mod cert_reload;
+mod cert_secret;
 mod chart;
 mod config_errors;
 mod forwarded_headers;

@@ -41,7 +41,13 @@ impl Sidecar {
 
     /// Like [`Sidecar::spawn`], with the TLS listener on `listen`.
     pub async fn spawn_listening(listen: &str, args: &[&str]) -> Sidecar {
+        Self::spawn_with_env(listen, args, &[]).await
+    }
+
+    /// Like [`Sidecar::spawn_listening`], with extra environment variables (`KUBECONFIG`).
+    pub async fn spawn_with_env(listen: &str, args: &[&str], env: &[(&str, &str)]) -> Sidecar {
         let mut child = Command::new(binary())
+            .envs(env.iter().copied())
             .arg("proxy")
             .args(["--listen", listen, "--admin-listen", "127.0.0.1:0"])
             .args(["--log-format", "json", "--log-level", "debug"])
