@@ -230,17 +230,16 @@ async fn watch_interruptions_are_recovered_without_a_restart() {
         - lists;
     assert!(relists >= 1, "no list after 410 Gone");
 
-    // The API server is unreachable for a while (500s), then back.
-    fx.api.fail(
-        hyper::Method::GET,
-        "/api/v1/namespaces/team/secrets",
-        500,
-        Some(3),
-    );
+    // The API server fails for a while (500s), then is back. kube's watcher backs off
+    // exponentially (0.8 s, doubling, reset after two quiet minutes), so this phase, coming
+    // after the 410 above, may take several seconds.
+    let secrets = "/api/v1/namespaces/team/secrets";
+    fx.api.fail(hyper::Method::GET, secrets, 500, Some(2));
     fx.api.close_watches();
     let fourth = fx.issue();
     fx.api.seed(SECRET, tls_secret(&fourth));
-    fx.wait_for_leaf(&fourth.leaf_der, WAIT).await;
+    fx.wait_for_leaf(&fourth.leaf_der, Duration::from_secs(30))
+        .await;
 
     assert_echo(&mut ws, Message::text("same connection throughout")).await;
     assert_eq!(fx.sidecar.child.id(), pid, "the same process throughout");
