@@ -12,16 +12,16 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::acme::http01::{self, HttpState};
-use crate::acme::{AcmeStore, ChallengeResponder, DirStore, Manager};
+use crate::acme::{AcmeStore, ChallengeResponder, DirStore, Manager, SecretStore};
 use crate::admin::{self, AdminState};
 use crate::certs::{CertStore, DirSource, SecretSource, self_signed};
 use crate::config::ProxyConfig;
-use crate::config::acme::ChallengeKind;
+use crate::config::acme::{ChallengeKind, StoreLocation};
 use crate::connection::ConnectionContext;
 use crate::forward::Preamble;
 use crate::forward::{Counters, Timeouts};
 use crate::health::Readiness;
-use crate::k8s::client::KubeSecret;
+use crate::k8s::client::{KubeLease, KubeSecret};
 use crate::k8s::{self, Events, ObjectRef};
 use crate::listener;
 use crate::metrics::Metrics;
@@ -250,16 +250,33 @@ fn spawn_acme(
     store: &Arc<CertStore>,
     metrics: &Arc<Metrics>,
     stop: &CancellationToken,
-    _cluster: Option<&kube::Client>,
+    cluster: Option<&kube::Client>,
 ) -> Result<Option<Arc<ChallengeResponder>>, RunError> {
     let Some(acme_config) = &config.acme else {
         return Ok(None);
     };
-    let acme_store: Arc<dyn AcmeStore> = Arc::new(DirStore::open(
-        &acme_config.store,
-        &acme_config.directory,
-        &acme_config.domains,
-    )?);
+    let (directory, names) = (&acme_config.directory, &acme_config.domains);
+    let acme_store: Arc<dyn AcmeStore> = match (&acme_config.store, cluster) {
+        (StoreLocation::Dir(dir), _) => Arc::new(DirStore::open(dir, directory, names)?),
+        (StoreLocation::Secret(secret), Some(client)) => {
+            let namespace = namespace_of(secret, client);
+            let store = SecretStore::new(
+                KubeSecret::new(client.clone(), &namespace, &secret.name),
+                KubeLease::new(client.clone(), &namespace, &secret.name),
+                directory,
+                names,
+            );
+            store.spawn_watch(stop.child_token());
+            store
+        }
+        // `connect_kubernetes` makes a client whenever a Secret store is configured.
+        (StoreLocation::Secret(_), None) => {
+            return Err(RunError::Kubernetes {
+                flag: "--acme-store",
+                source: crate::k8s::ApiError::Other("no Kubernetes client".into()),
+            });
+        }
+    };
     let publisher = store.register(format!("acme:{}", acme_config.domains.join(",")));
     let manager = Manager::new(
         acme_config.clone(),
@@ -268,7 +285,10 @@ fn spawn_acme(
         Arc::clone(metrics),
     );
     tokio::spawn(manager.run(stop.child_token()));
-    Ok(Some(Arc::new(ChallengeResponder::new(acme_store))))
+    Ok(Some(Arc::new(ChallengeResponder::new(
+        acme_store,
+        acme_config.domains.clone(),
+    ))))
 }
 
 /// Displays an optional address as the address or `none`.

@@ -10,24 +10,60 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tracing::{debug, info};
 
-use super::store::AcmeStore;
+use super::store::{AcmeStore, ChallengeAnswer};
 use crate::tls::{self, ACME_TLS_ALPN, AlpnChallenges};
 
 /// Looks pending answers up in the store.
 pub struct ChallengeResponder {
     store: Arc<dyn AcmeStore>,
+    /// The names being ordered: only a validation of one of them is worth a fresh read.
+    names: Vec<String>,
 }
 
+/// ACME tokens are base64url, at least 128 bits of entropy (RFC 8555 §8.1): 22 characters.
+const MIN_TOKEN_LEN: usize = 22;
+const MAX_TOKEN_LEN: usize = 256;
+
 impl ChallengeResponder {
-    /// A responder over `store`.
-    pub fn new(store: Arc<dyn AcmeStore>) -> Self {
-        Self { store }
+    /// A responder over `store`, for the certificate of `names`.
+    pub fn new(store: Arc<dyn AcmeStore>, names: Vec<String>) -> Self {
+        Self { store, names }
+    }
+
+    /// The pending answer `matches` picks: from the answers at hand, else (when `worth_it`)
+    /// read afresh, as the ordering replica may have published it a moment ago.
+    async fn find(
+        &self,
+        matches: impl Fn(&ChallengeAnswer) -> bool,
+        worth_it: bool,
+    ) -> Option<ChallengeAnswer> {
+        match self.store.load_challenges().await {
+            Ok(answers) => {
+                if let Some(answer) = answers.into_iter().find(&matches) {
+                    return Some(answer);
+                }
+            }
+            Err(err) => debug!(error = %err, "cannot read pending challenges"),
+        }
+        if !worth_it {
+            return None;
+        }
+        match self.store.refresh_challenges().await {
+            Ok(answers) => answers.into_iter().find(matches),
+            Err(err) => {
+                debug!(error = %err, "cannot read pending challenges");
+                None
+            }
+        }
     }
 
     /// The HTTP-01 body for `token`, if an answer for it is pending.
     pub async fn http_answer(&self, token: &str) -> Option<String> {
-        let answers = self.store.load_challenges().await.ok()?;
-        let answer = answers.into_iter().find(|a| a.token == token)?;
+        let plausible = (MIN_TOKEN_LEN..=MAX_TOKEN_LEN).contains(&token.len())
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let answer = self.find(|a| a.token == token, plausible).await?;
         info!(acme.name = %answer.name, "answering an http-01 challenge");
         Some(answer.key_authorization)
     }
@@ -36,16 +72,13 @@ impl ChallengeResponder {
 #[async_trait::async_trait]
 impl AlpnChallenges for ChallengeResponder {
     async fn config_for(&self, server_name: &str) -> Option<Arc<ServerConfig>> {
-        let answers = match self.store.load_challenges().await {
-            Ok(answers) => answers,
-            Err(err) => {
-                debug!(error = %err, "cannot read pending challenges");
-                return None;
-            }
-        };
-        let answer = answers
+        let ours = self
+            .names
             .iter()
-            .find(|a| a.name.eq_ignore_ascii_case(server_name))?;
+            .any(|n| n.eq_ignore_ascii_case(server_name));
+        let answer = self
+            .find(|a| a.name.eq_ignore_ascii_case(server_name), ours)
+            .await?;
         let key = match challenge_key(&answer.name, &answer.key_authorization) {
             Ok(key) => key,
             Err(err) => {

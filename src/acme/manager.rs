@@ -1,10 +1,13 @@
 //! The renewal loop: load what the store holds, publish it, and when a renewal is due take the
-//! store's lock and order; back off on failure, with the state kept in the store.
+//! store's lock and order; back off on failure, with the state kept in the store. The lock is
+//! renewed while the order runs, and the order stops if the lock is lost; waiting replicas
+//! wake when the store changes.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use instant_acme::{Account, CertificateIdentifier};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -15,12 +18,10 @@ use super::store::{AcmeStore, Attempt, HISTORY_LEN, RenewalState, StoredCert};
 use crate::certs::pair::epoch_seconds;
 use crate::certs::{Publisher, load_pair};
 use crate::config::acme::AcmeConfig;
+use crate::k8s::Reason;
 use crate::metrics::{ErrorClass, Metrics, Outcome};
 use crate::tls;
 
-/// How long the ordering lock lasts: longer than any order (bounded by [`ORDER_TIMEOUT`]), so
-/// it never lapses mid-order, yet a crashed holder blocks the others only this long.
-const LOCK_TTL: Duration = Duration::from_secs(300);
 /// Upper bound on one order, from account to downloaded certificate.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(240);
 
@@ -67,10 +68,13 @@ impl Manager {
 
     /// Runs until `stop`.
     pub async fn run(mut self, stop: CancellationToken) {
+        let store = Arc::clone(&self.store);
         loop {
             let wait = self.step().await;
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
+                // Another replica wrote: a new certificate to load, or the lock to race for.
+                () = store.changed() => {}
                 () = stop.cancelled() => return,
             }
         }
@@ -100,7 +104,8 @@ impl Manager {
         if due > now {
             return poll.min(Duration::from_secs(u64::try_from(due - now).unwrap_or(0)));
         }
-        match self.store.try_lock(&self.holder, LOCK_TTL).await {
+        let ttl = self.config.lease_duration;
+        match self.store.try_lock(&self.holder, ttl).await {
             Ok(true) => {}
             Ok(false) => {
                 debug!("another replica is ordering the certificate; waiting for it");
@@ -111,7 +116,15 @@ impl Manager {
                 return poll;
             }
         }
-        self.order_locked().await;
+        let (store, holder) = (Arc::clone(&self.store), self.holder.clone());
+        let lost = tokio::select! {
+            () = self.order_locked() => false,
+            () = keep_lock(store, holder, ttl) => true,
+        };
+        if lost {
+            warn!("lost the ACME ordering lock mid-order; stopping, another replica takes over");
+            return poll;
+        }
         if let Err(err) = self.store.unlock(&self.holder).await {
             warn!(error = %err, "cannot release the ACME lock; it expires by itself");
         }
@@ -138,29 +151,34 @@ impl Manager {
             state.replaced = Some(id.to_string());
         }
         info!(acme.names = ?self.config.domains, renewal = self.current.is_some(), "ordering a certificate");
-        let result = match tokio::time::timeout(ORDER_TIMEOUT, self.order(replaces)).await {
+        let ordered = self.order(replaces, &mut state);
+        let result = match tokio::time::timeout(ORDER_TIMEOUT, ordered).await {
             Ok(result) => result,
             Err(_) => Err(OrderError::Timeout { retry_after: None }),
         };
-        if let Err(err) = self.store.save_challenges(&[]).await {
-            debug!(error = %err, "cannot clear the pending challenges");
-        }
         let now = epoch_seconds(SystemTime::now());
         match result {
             Ok(cert) => self.succeeded(cert, state, now).await,
             Err(err) => self.failed(&err, state, now).await,
+        }
+        // Last, so that a replica woken by any of these writes already sees the certificate.
+        if let Err(err) = self.store.save_challenges(&[]).await {
+            debug!(error = %err, "cannot clear the pending challenges");
         }
     }
 
     async fn order(
         &mut self,
         replaces: Option<CertificateIdentifier<'static>>,
+        state: &mut RenewalState,
     ) -> Result<StoredCert, OrderError> {
         let account = self.account().await?;
+        let store = Arc::clone(&self.store);
         match order::order(
             &account,
             &self.config,
-            self.store.as_ref(),
+            store.as_ref(),
+            state,
             replaces.clone(),
         )
         .await
@@ -168,9 +186,10 @@ impl Manager {
             Err(err) if err.is_unknown_account() => {
                 warn!("the ACME server does not know our account any more; creating a new one");
                 self.account = None;
+                state.pending = None;
                 self.store.save_account(b"").await?;
                 let account = self.account().await?;
-                order::order(&account, &self.config, self.store.as_ref(), replaces).await
+                order::order(&account, &self.config, store.as_ref(), state, replaces).await
             }
             other => other,
         }
@@ -199,6 +218,7 @@ impl Manager {
         }
         state.failures = 0;
         state.next_attempt = None;
+        state.pending = None;
         push_history(
             &mut state,
             Attempt {
@@ -209,8 +229,29 @@ impl Manager {
         if let Err(err) = self.store.save_state(&state).await {
             warn!(error = %err, "cannot store the ACME renewal state");
         }
-        if let Err(err) = self.publish(&cert) {
-            error!(error = %err, "the CA issued a certificate that does not load");
+        let renewal = self.current.is_some();
+        match self.publish(&cert) {
+            Ok(()) => {
+                let (reason, verb) = if renewal {
+                    (Reason::CertificateRenewed, "renewed")
+                } else {
+                    (Reason::CertificateObtained, "obtained")
+                };
+                let not_after = self.current.as_ref().map_or(0, |c| c.validity.not_after);
+                self.publisher.event(
+                    reason,
+                    format!(
+                        "certificate for {} {verb} from {}; valid until {}",
+                        self.config.domains.join(", "),
+                        self.config.directory,
+                        humantime::format_rfc3339_seconds(
+                            SystemTime::UNIX_EPOCH
+                                + Duration::from_secs(u64::try_from(not_after).unwrap_or(0))
+                        )
+                    ),
+                );
+            }
+            Err(err) => error!(error = %err, "the CA issued a certificate that does not load"),
         }
     }
 
@@ -254,6 +295,15 @@ impl Manager {
             acme.failures = state.failures,
             acme.retry_in = ?delay,
             "ACME order failed; {serving}"
+        );
+        self.publisher.event(
+            Reason::AcmeOrderFailed,
+            format!(
+                "ACME order for {} failed ({}): {err}; retrying in {}; {serving}",
+                self.config.domains.join(", "),
+                err.class(),
+                humantime::format_duration(Duration::from_secs(delay.as_secs()))
+            ),
         );
     }
 
@@ -348,6 +398,27 @@ impl Manager {
         self.ari?;
         let id = self.current.as_ref()?.id.clone()?;
         (state.replaced.as_deref() != Some(id.to_string().as_str())).then_some(id)
+    }
+}
+
+/// Renews the ordering lock every third of `ttl` while an order runs; returns when the lock is
+/// lost: another holder has it, or it could not be renewed for two thirds of `ttl` (before it
+/// can lapse, so that two replicas never order at once).
+async fn keep_lock(store: Arc<dyn AcmeStore>, holder: String, ttl: Duration) {
+    let every = ttl / 3;
+    let mut renewed = Instant::now();
+    loop {
+        tokio::time::sleep(every).await;
+        match store.try_lock(&holder, ttl).await {
+            Ok(true) => renewed = Instant::now(),
+            Ok(false) => return,
+            Err(err) => {
+                warn!(error = %err, "cannot renew the ACME ordering lock");
+                if renewed.elapsed() >= ttl - every {
+                    return;
+                }
+            }
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! share a store, renewed on schedule, published into the certificate store like any source.
 //!
 //! - [`store`]: what is kept and shared, behind the [`AcmeStore`] trait; [`dir_store`] keeps
-//!   it in a directory.
+//!   it in a directory, [`secret_store`] in a Kubernetes Secret with a Lease as the lock.
 //! - [`manager`]: the renewal loop (lock, order, back-off); [`schedule`] its timing.
 //! - [`order`]: one order with instant-acme; [`cert_info`]: what renewal reads from a cert.
 //! - [`challenge`] and [`http01`]: answering the CA's validation from the store.
@@ -14,9 +14,11 @@ pub mod http01;
 pub mod manager;
 pub mod order;
 pub mod schedule;
+pub mod secret_store;
 pub mod store;
 
 pub use challenge::ChallengeResponder;
 pub use dir_store::DirStore;
 pub use manager::Manager;
+pub use secret_store::SecretStore;
 pub use store::{AcmeStore, StoreError};

@@ -1,14 +1,24 @@
 //! One ACME order with instant-acme: account, challenges published to the store before the CA
-//! is told they are ready, finalize, download.
+//! is told they are ready, finalize, download. The order's URL and then its key are saved in
+//! the renewal state as it goes, so that a replica taking over from one that died mid-order
+//! (or a restarted one) resumes that order instead of placing another.
 
 use std::time::Duration;
 
-use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Error as AcmeError,
-    ExternalAccountKey, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
-};
+use std::time::SystemTime;
 
-use super::store::{AcmeStore, ChallengeAnswer, StoreError, StoredCert};
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeStatus, ChallengeType,
+    Error as AcmeError, ExternalAccountKey, Identifier, NewAccount, NewOrder, Order, OrderStatus,
+    RetryPolicy,
+};
+use rcgen::{CertificateParams, DistinguishedName, KeyPair};
+use tracing::info;
+
+use super::store::{
+    AcmeStore, ChallengeAnswer, PendingOrder, RenewalState, StoreError, StoredCert,
+};
+use crate::certs::pair::epoch_seconds;
 use crate::config::acme::{AcmeConfig, ChallengeKind};
 
 /// How long validation and issuance may take once the challenges are ready.
@@ -131,30 +141,114 @@ fn builder(config: &AcmeConfig) -> Result<instant_acme::AccountBuilder, OrderErr
     })
 }
 
-/// Orders a certificate for the configured names. `replaces` names the certificate this one
-/// renews (RFC 9773), when the CA offers renewal information.
+/// Orders a certificate for the configured names, or resumes the order `state` records.
+/// `state.pending` is saved to the store as the order advances and cleared when the order can
+/// no longer be used; the caller saves `state` once more at the end. `replaces` names the
+/// certificate this one renews (RFC 9773), when the CA offers renewal information.
 pub async fn order(
     account: &Account,
     config: &AcmeConfig,
     store: &dyn AcmeStore,
+    state: &mut RenewalState,
     replaces: Option<instant_acme::CertificateIdentifier<'_>>,
 ) -> Result<StoredCert, OrderError> {
-    let identifiers: Vec<Identifier> = config
-        .domains
-        .iter()
-        .map(|d| Identifier::Dns(d.clone()))
-        .collect();
-    let mut new_order = NewOrder::new(&identifiers);
-    if let Some(replaces) = replaces {
-        new_order = new_order.replaces(replaces);
+    let mut order = match resume(account, state).await? {
+        Some(order) => order,
+        None => {
+            let identifiers: Vec<Identifier> = config
+                .domains
+                .iter()
+                .map(|d| Identifier::Dns(d.clone()))
+                .collect();
+            let mut new_order = NewOrder::new(&identifiers);
+            if let Some(replaces) = replaces {
+                new_order = new_order.replaces(replaces);
+            }
+            let order = account.new_order(&new_order).await?;
+            // Recorded before anything else happens, for whoever has to take over.
+            state.pending = Some(PendingOrder {
+                url: order.url().to_string(),
+                placed_at: epoch_seconds(SystemTime::now()),
+                key_pem: None,
+            });
+            store.save_state(state).await?;
+            order
+        }
+    };
+
+    let retries = RetryPolicy::new().timeout(POLL_TIMEOUT);
+    if order.state().status == OrderStatus::Pending {
+        answer_challenges(&mut order, config, store).await?;
+        if order.poll_ready(&retries).await? != OrderStatus::Ready {
+            // An invalid order is over: the next attempt places a new one.
+            state.pending = None;
+            return Err(OrderError::Validation(validation_errors(&mut order).await));
+        }
     }
-    let mut order = account.new_order(&new_order).await?;
+    let saved_key = state.pending.as_ref().and_then(|p| p.key_pem.clone());
+    let key_pem = match (order.state().status, saved_key) {
+        (OrderStatus::Ready, _) => finalize(&mut order, config, store, state).await?,
+        // Finalized already (by the replica that placed it): its key was saved first.
+        (_, Some(key_pem)) => key_pem,
+        (status, None) => {
+            state.pending = None;
+            return Err(OrderError::Other(format!(
+                "the order is {status:?} and its key was not saved"
+            )));
+        }
+    };
+    let cert_pem = order.poll_certificate(&retries).await?;
+    Ok(StoredCert { cert_pem, key_pem })
+}
+
+/// The order `state` records, if it can still lead to a certificate; else clears it. A CA that
+/// cannot be reached is an error (the order is kept for the next attempt), not a reason to
+/// place another.
+async fn resume(account: &Account, state: &mut RenewalState) -> Result<Option<Order>, OrderError> {
+    let Some(pending) = state.pending.clone() else {
+        return Ok(None);
+    };
+    match account
+        .order(pending.url.clone())
+        .await
+        .map_err(OrderError::from)
+    {
+        Ok(mut order) => {
+            let status = order.state().status;
+            let usable = match status {
+                OrderStatus::Pending | OrderStatus::Ready => true,
+                OrderStatus::Processing | OrderStatus::Valid => pending.key_pem.is_some(),
+                OrderStatus::Invalid => false,
+            };
+            if usable {
+                info!(acme.order = %pending.url, acme.order_status = ?status,
+                      "resuming the order placed earlier (by this or another replica)");
+                return Ok(Some(order));
+            }
+            info!(acme.order = %pending.url, acme.order_status = ?status,
+                  "the earlier order cannot be resumed; placing a new one");
+        }
+        Err(OrderError::Api(problem)) => {
+            info!(acme.order = %pending.url, error = %problem,
+                  "the CA refused the earlier order; placing a new one");
+        }
+        Err(err) => return Err(err),
+    }
+    state.pending = None;
+    Ok(None)
+}
+
+/// Publishes every pending authorization's answer to the store, then tells the CA the
+/// challenges are ready: its validation may reach any replica.
+async fn answer_challenges(
+    order: &mut Order,
+    config: &AcmeConfig,
+    store: &dyn AcmeStore,
+) -> Result<(), OrderError> {
     let kind = match config.challenge {
         ChallengeKind::TlsAlpn01 => ChallengeType::TlsAlpn01,
         ChallengeKind::Http01 => ChallengeType::Http01,
     };
-
-    // Publish every answer before telling the CA: its validation may reach any replica.
     let mut answers = Vec::new();
     let mut authorizations = order.authorizations();
     while let Some(authz) = authorizations.next().await {
@@ -180,18 +274,35 @@ pub async fn order(
         if authz.status != AuthorizationStatus::Pending {
             continue;
         }
-        if let Some(mut challenge) = authz.challenge(kind.clone()) {
+        // A resumed order's challenge may be under validation already.
+        if let Some(mut challenge) = authz.challenge(kind.clone())
+            && challenge.status == ChallengeStatus::Pending
+        {
             challenge.set_ready().await?;
         }
     }
+    Ok(())
+}
 
-    let retries = RetryPolicy::new().timeout(POLL_TIMEOUT);
-    if order.poll_ready(&retries).await? != OrderStatus::Ready {
-        return Err(OrderError::Validation(validation_errors(&mut order).await));
+/// Finalizes with a new key, saved (in `state.pending`) before the CA sees the CSR.
+async fn finalize(
+    order: &mut Order,
+    config: &AcmeConfig,
+    store: &dyn AcmeStore,
+    state: &mut RenewalState,
+) -> Result<String, OrderError> {
+    let rcgen_error = |e: rcgen::Error| OrderError::Other(format!("cannot make the CSR: {e}"));
+    let key = KeyPair::generate().map_err(rcgen_error)?;
+    let key_pem = key.serialize_pem();
+    if let Some(pending) = state.pending.as_mut() {
+        pending.key_pem = Some(key_pem.clone());
+        store.save_state(state).await?;
     }
-    let key_pem = order.finalize().await?;
-    let cert_pem = order.poll_certificate(&retries).await?;
-    Ok(StoredCert { cert_pem, key_pem })
+    let mut params = CertificateParams::new(config.domains.clone()).map_err(rcgen_error)?;
+    params.distinguished_name = DistinguishedName::new();
+    let csr = params.serialize_request(&key).map_err(rcgen_error)?;
+    order.finalize_csr(csr.der()).await?;
+    Ok(key_pem)
 }
 
 /// What the CA said about each failed authorization.

@@ -17,6 +17,14 @@ pub enum StoreError {
         /// The error.
         source: std::io::Error,
     },
+    /// The Kubernetes API refused or failed a read or write of the store's Secret or Lease.
+    #[error("acme store: {what}: {source}")]
+    Api {
+        /// The object.
+        what: String,
+        /// The error.
+        source: crate::k8s::ApiError,
+    },
     /// Stored data did not parse (hand-edited, or written by an incompatible version).
     #[error("acme store: {what} is damaged: {message}")]
     Corrupt {
@@ -48,6 +56,22 @@ pub struct RenewalState {
     pub replaced: Option<String>,
     /// The latest attempts, newest last (bounded by [`HISTORY_LEN`]).
     pub history: Vec<Attempt>,
+    /// The order in progress, so that a replica taking over from one that died mid-order
+    /// (or a restarted one) resumes it instead of placing another.
+    #[serde(default)]
+    pub pending: Option<PendingOrder>,
+}
+
+/// An order placed and not yet finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingOrder {
+    /// The order's URL at the CA.
+    pub url: String,
+    /// When it was placed, seconds since the epoch.
+    pub placed_at: i64,
+    /// The private key (PEM) of the CSR, saved before finalizing: an order finalized by a
+    /// replica that then died can still be downloaded and used.
+    pub key_pem: Option<String>,
 }
 
 /// How many attempts [`RenewalState::history`] keeps.
@@ -98,4 +122,15 @@ pub trait AcmeStore: Send + Sync + 'static {
     async fn try_lock(&self, holder: &str, ttl: Duration) -> Result<bool, StoreError>;
     /// Releases the lock if `holder` has it.
     async fn unlock(&self, holder: &str) -> Result<(), StoreError>;
+    /// Resolves when the stored state may have changed (another replica wrote it), so that a
+    /// waiting replica loads a new certificate at once. A store that cannot tell never
+    /// resolves, and the manager polls it.
+    async fn changed(&self) {
+        std::future::pending::<()>().await
+    }
+    /// The pending challenge answers read afresh from the source of truth, for a validation
+    /// the answers at hand miss (the ordering replica may have just published them).
+    async fn refresh_challenges(&self) -> Result<Vec<ChallengeAnswer>, StoreError> {
+        self.load_challenges().await
+    }
 }

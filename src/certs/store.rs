@@ -161,14 +161,19 @@ impl Publisher {
             error = %err,
             "certificate refused; the previous certificate keeps serving"
         );
+        self.event(
+            Reason::CertificateReloadFailed,
+            format!(
+                "{}: {err}; the previous certificate keeps serving",
+                self.label
+            ),
+        );
+    }
+
+    /// Reports `reason` as a Kubernetes Event on the pod, when events are on.
+    pub fn event(&self, reason: Reason, note: String) {
         if let Some(events) = self.store.events.get() {
-            events.emit(
-                Reason::CertificateReloadFailed,
-                format!(
-                    "{}: {err}; the previous certificate keeps serving",
-                    self.label
-                ),
-            );
+            events.emit(reason, note);
         }
     }
 

@@ -45,14 +45,22 @@ pub struct AcmeArgs {
     pub acme_ca_root: Option<PathBuf>,
 
     /// Where ACME state (account, key, certificate, renewal state, pending challenges) is kept:
-    /// a directory, shared by replicas that should order once between them.
+    /// a directory (shared by replicas through a volume), or `secret:[NAMESPACE/]NAME`, a
+    /// Secret read and written through the Kubernetes API with a Lease of the same name
+    /// deciding which replica orders. Replicas sharing a store order once between them.
     #[arg(
         long,
         env = "WSS_SIDECAR_ACME_STORE",
-        value_name = "DIR",
+        value_name = "DIR|secret:[NAMESPACE/]NAME",
         default_value = "/var/lib/wss-sidecar"
     )]
     pub acme_store: String,
+
+    /// How long the ordering lock (the Lease, or the store directory's lock file) lasts
+    /// without renewal. The ordering replica renews it every third of this; if it dies
+    /// mid-order, another takes over this long after its last renewal and resumes the order.
+    #[arg(long, env = "WSS_SIDECAR_ACME_LEASE_DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub acme_lease_duration: Duration,
 
     /// Plain HTTP listen address: answers HTTP-01 challenges and redirects everything else to
     /// https:// on the --listen port.
@@ -110,6 +118,15 @@ pub enum ChallengeKind {
     Http01,
 }
 
+/// Where ACME state is kept (`--acme-store`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// A directory.
+    Dir(PathBuf),
+    /// A Secret (and a Lease of the same name) through the Kubernetes API.
+    Secret(crate::k8s::ObjectRef),
+}
+
 /// Validated ACME settings.
 #[derive(Debug, Clone)]
 pub struct AcmeConfig {
@@ -121,8 +138,10 @@ pub struct AcmeConfig {
     pub directory: String,
     /// The ACME server's private root, if any.
     pub ca_root: Option<PathBuf>,
-    /// The store directory.
-    pub store: PathBuf,
+    /// Where the state is kept.
+    pub store: StoreLocation,
+    /// How long the ordering lock lasts without renewal.
+    pub lease_duration: Duration,
     /// The challenge to use.
     pub challenge: ChallengeKind,
     /// External account binding: key id and decoded HMAC key.
@@ -176,19 +195,7 @@ impl AcmeArgs {
                 ),
             ));
         }
-        if self.acme_store.starts_with("secret:") {
-            return Err(ConfigError::new(
-                "--acme-store",
-                "a Kubernetes Secret store is not supported yet; give a directory",
-            ));
-        }
-        let store = PathBuf::from(&self.acme_store);
-        if store.exists() && !store.is_dir() {
-            return Err(ConfigError::new(
-                "--acme-store",
-                format!("{} exists and is not a directory", store.display()),
-            ));
-        }
+        let store = store_location(&self.acme_store)?;
         let challenge = match (self.acme_challenge, self.http_listen) {
             (Some(ChallengeKind::Http01), None) => {
                 return Err(ConfigError::new(
@@ -208,6 +215,7 @@ impl AcmeArgs {
         for (flag, value) in [
             ("--acme-poll-interval", self.acme_poll_interval),
             ("--acme-backoff-base", self.acme_backoff_base),
+            ("--acme-lease-duration", self.acme_lease_duration),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::new(flag, "must be longer than zero"));
@@ -223,6 +231,7 @@ impl AcmeArgs {
             directory,
             ca_root: self.acme_ca_root,
             store,
+            lease_duration: self.acme_lease_duration,
             challenge,
             eab,
             renew_before: self.acme_renew_before,
@@ -230,6 +239,30 @@ impl AcmeArgs {
             backoff_base: self.acme_backoff_base,
         }))
     }
+}
+
+/// `DIR` or `secret:[NAMESPACE/]NAME`.
+fn store_location(value: &str) -> Result<StoreLocation, ConfigError> {
+    const FLAG: &str = "--acme-store";
+    if let Some(secret) = value.strip_prefix("secret:") {
+        return crate::k8s::ObjectRef::parse(secret)
+            .map(StoreLocation::Secret)
+            .map_err(|why| ConfigError::new(FLAG, format!("secret:{secret}: {why}")));
+    }
+    let dir = PathBuf::from(value);
+    if value.is_empty() {
+        return Err(ConfigError::new(
+            FLAG,
+            "give a directory or secret:[NAMESPACE/]NAME",
+        ));
+    }
+    if dir.exists() && !dir.is_dir() {
+        return Err(ConfigError::new(
+            FLAG,
+            format!("{} exists and is not a directory", dir.display()),
+        ));
+    }
+    Ok(StoreLocation::Dir(dir))
 }
 
 /// The external account binding from the key id and the key, given inline or in a file.

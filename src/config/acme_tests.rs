@@ -21,7 +21,11 @@ fn off_without_domains_and_defaults_with_one() {
     let cfg = parse(&["--acme-domain", "A.example.com"]).unwrap().unwrap();
     assert_eq!(cfg.domains, ["a.example.com"]);
     assert_eq!(cfg.directory, LETSENCRYPT);
-    assert_eq!(cfg.store, PathBuf::from("/var/lib/wss-sidecar"));
+    assert_eq!(
+        cfg.store,
+        StoreLocation::Dir(PathBuf::from("/var/lib/wss-sidecar"))
+    );
+    assert_eq!(cfg.lease_duration, Duration::from_secs(30));
     assert_eq!(cfg.challenge, ChallengeKind::TlsAlpn01);
     let cfg = parse(&["--acme-domain", "a.test", "--http-listen", "127.0.0.1:80"]);
     assert_eq!(cfg.unwrap().unwrap().challenge, ChallengeKind::Http01);
@@ -35,6 +39,28 @@ fn off_without_domains_and_defaults_with_one() {
 }
 
 #[test]
+fn a_secret_store_with_and_without_a_namespace() {
+    let store = |value: &str| {
+        parse(&["--acme-domain", "a.test", "--acme-store", value])
+            .unwrap()
+            .unwrap()
+            .store
+    };
+    let StoreLocation::Secret(plain) = store("secret:web-acme") else {
+        panic!("not a secret store");
+    };
+    assert_eq!((plain.namespace, plain.name.as_str()), (None, "web-acme"));
+    let StoreLocation::Secret(full) = store("secret:team/web-acme") else {
+        panic!("not a secret store");
+    };
+    assert_eq!(full.namespace.as_deref(), Some("team"));
+    assert_eq!(
+        store("/tmp/acme"),
+        StoreLocation::Dir(PathBuf::from("/tmp/acme"))
+    );
+}
+
+#[test]
 fn errors_name_the_flag() {
     for (args, flag) in [
         (&["--acme-domain", "bad name"][..], "--acme-domain"),
@@ -43,8 +69,16 @@ fn errors_name_the_flag() {
             "--acme-directory",
         ),
         (
-            &["--acme-domain", "a.test", "--acme-store", "secret:ns/x"],
+            &["--acme-domain", "a.test", "--acme-store", "secret:Ns/x"],
             "--acme-store",
+        ),
+        (
+            &["--acme-domain", "a.test", "--acme-store", "secret:"],
+            "--acme-store",
+        ),
+        (
+            &["--acme-domain", "a.test", "--acme-lease-duration", "0s"],
+            "--acme-lease-duration",
         ),
         (
             &["--acme-domain", "a.test", "--acme-challenge", "http-01"],

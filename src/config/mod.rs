@@ -62,7 +62,17 @@ pub struct ProxyConfig {
 impl ProxyConfig {
     /// The flag that needs the Kubernetes API, if any does (a client is made at start-up).
     pub fn kubernetes_flag(&self) -> Option<&'static str> {
-        (!self.cert_secrets.is_empty()).then_some("--cert-secret")
+        let secret_store = self
+            .acme
+            .as_ref()
+            .is_some_and(|a| matches!(a.store, acme::StoreLocation::Secret(_)));
+        if !self.cert_secrets.is_empty() {
+            Some("--cert-secret")
+        } else if secret_store {
+            Some("--acme-store")
+        } else {
+            None
+        }
     }
 }
 

@@ -57,7 +57,8 @@ pub struct SidecarArgs {
     pub http_port: Option<u16>,
     /// The TLS Secret to mount, from `cert-secret-volume`.
     pub cert_secret_volume: Option<String>,
-    /// Whether any `acme-*` flag is set (the sidecar then needs a writable state directory).
+    /// Whether the sidecar keeps ACME state in a directory (some `acme-*` flag is set and
+    /// `acme-store` is not a `secret:`): it then needs a writable volume there.
     pub acme: bool,
 }
 
@@ -229,7 +230,8 @@ pub fn sidecar_args(
         admin_port: parsed.admin_listen.0.map(|a| a.port()),
         http_port: parsed.acme.http_listen.map(|a| a.port()),
         cert_secret_volume,
-        acme: values.keys().any(|f| f.starts_with("acme-")),
+        acme: values.keys().any(|f| f.starts_with("acme-"))
+            && !parsed.acme.acme_store.starts_with("secret:"),
     })
 }
 

@@ -79,10 +79,11 @@ pub trait SecretApi: Send + Sync + 'static {
         type_: &str,
         data: SecretData,
     ) -> impl Future<Output = Result<Versioned<SecretData>, ApiError>> + Send;
-    /// Replaces the data of version `based_on`; [`ApiError::Conflict`] if it is not current.
-    fn replace(
+    /// Sets the keys in `data` if the Secret is still at version `based_on` (a merge patch
+    /// with a `resourceVersion` precondition: other keys, the type, labels and annotations are
+    /// kept); [`ApiError::Conflict`] if it is not current.
+    fn update(
         &self,
-        type_: &str,
         data: SecretData,
         based_on: &str,
     ) -> impl Future<Output = Result<Versioned<SecretData>, ApiError>> + Send;

@@ -3,6 +3,8 @@
 
 use std::future::ready;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use k8s_openapi::ByteString;
@@ -10,7 +12,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use super::api::{ApiError, LeaseApi, LeaseState, SecretApi, SecretData, SecretEvent, Versioned};
@@ -65,26 +67,6 @@ impl KubeSecret {
             name: name.into(),
         }
     }
-
-    async fn write(
-        &self,
-        type_: &str,
-        data: SecretData,
-        based_on: Option<&str>,
-    ) -> Result<Versioned<SecretData>, ApiError> {
-        let secret = Secret {
-            metadata: meta(&self.name, based_on.map(str::to_string)),
-            type_: Some(type_.into()),
-            data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
-            ..Default::default()
-        };
-        let pp = PostParams::default();
-        let written = match based_on {
-            Some(_) => self.api.replace(&self.name, &pp, &secret).await,
-            None => self.api.create(&pp, &secret).await,
-        };
-        written.map(versioned).map_err(api_error)
-    }
 }
 
 fn versioned(secret: Secret) -> Versioned<SecretData> {
@@ -114,16 +96,36 @@ impl SecretApi for KubeSecret {
         type_: &str,
         data: SecretData,
     ) -> Result<Versioned<SecretData>, ApiError> {
-        self.write(type_, data, None).await
+        let secret = Secret {
+            metadata: meta(&self.name, None),
+            type_: Some(type_.into()),
+            data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
+            ..Default::default()
+        };
+        let created = self.api.create(&PostParams::default(), &secret).await;
+        created.map(versioned).map_err(api_error)
     }
 
-    async fn replace(
+    async fn update(
         &self,
-        type_: &str,
         data: SecretData,
         based_on: &str,
     ) -> Result<Versioned<SecretData>, ApiError> {
-        self.write(type_, data, Some(based_on)).await
+        // A resourceVersion in a merge patch is a precondition: the API server answers 409
+        // unless the stored object is still at that version.
+        let data: serde_json::Map<String, serde_json::Value> = data
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(BASE64.encode(v))))
+            .collect();
+        let patch = serde_json::json!({
+            "metadata": { "resourceVersion": based_on },
+            "data": data,
+        });
+        let patched = self
+            .api
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await;
+        patched.map(versioned).map_err(api_error)
     }
 
     fn watch(&self) -> BoxStream<'static, SecretEvent> {

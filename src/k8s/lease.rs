@@ -58,37 +58,14 @@ pub async fn release<L: LeaseApi>(api: &L, holder: &str, now: i64) -> Result<(),
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
+    use std::sync::Arc;
 
     use super::*;
-    use crate::k8s::api::Versioned;
-
-    /// A Lease in memory that checks versions like the API server.
-    #[derive(Default)]
-    struct Memory(Mutex<Option<Versioned<LeaseState>>>);
-
-    impl LeaseApi for Memory {
-        async fn get(&self) -> Result<Option<Versioned<LeaseState>>, ApiError> {
-            Ok(self.0.lock().unwrap().clone())
-        }
-        async fn put(&self, lease: LeaseState, based_on: Option<String>) -> Result<(), ApiError> {
-            let mut slot = self.0.lock().unwrap();
-            let current = slot.as_ref().map(|l| l.resource_version.clone());
-            if current != based_on {
-                return Err(ApiError::Conflict);
-            }
-            let next = current.map_or(1, |v| v.parse::<u64>().unwrap() + 1);
-            *slot = Some(Versioned {
-                resource_version: next.to_string(),
-                value: lease,
-            });
-            Ok(())
-        }
-    }
+    use crate::k8s::memory::MemLease;
 
     #[tokio::test]
     async fn one_holder_until_it_expires_or_releases() {
-        let api = Memory::default();
+        let api = Arc::new(MemLease::default());
         assert!(try_acquire(&api, "a", 10, 100).await.unwrap());
         assert!(!try_acquire(&api, "b", 10, 105).await.unwrap());
         assert!(try_acquire(&api, "a", 10, 108).await.unwrap(), "renewal");
@@ -109,7 +86,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stale_read_loses_the_race() {
-        let api = Memory::default();
+        let api = Arc::new(MemLease::default());
         assert!(try_acquire(&api, "a", 10, 100).await.unwrap());
         // b read the expired lease, then a renewed it before b wrote.
         let stale = api.get().await.unwrap().unwrap().resource_version;

@@ -6,6 +6,8 @@ pub mod api;
 pub mod client;
 pub mod events;
 pub mod lease;
+#[cfg(test)]
+pub(crate) mod memory;
 pub mod target;
 
 pub use api::{ApiError, LeaseApi, LeaseState, SecretApi, SecretData, SecretEvent, Versioned};

@@ -15,11 +15,11 @@ use crate::support::*;
 
 /// One name per replica; replica i listens on 127.0.0.(i+1) and the CA's DNS sends name i
 /// there, so whichever replica orders, the other two must answer a validation each.
-const NAMES: [&str; 3] = ["r1.acme.test", "r2.acme.test", "r3.acme.test"];
-const IPS: [&str; 3] = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+pub const NAMES: [&str; 3] = ["r1.acme.test", "r2.acme.test", "r3.acme.test"];
+pub const IPS: [&str; 3] = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
 
 /// A port free on all three loopback addresses.
-async fn port_free_on_all() -> u16 {
+pub async fn port_free_on_all() -> u16 {
     for _ in 0..50 {
         let first = TcpListener::bind((IPS[0], 0)).await.unwrap();
         let port = first.local_addr().unwrap().port();
@@ -37,15 +37,15 @@ async fn port_free_on_all() -> u16 {
     panic!("no port free on all of {IPS:?}");
 }
 
-async fn scrape(admin: SocketAddr) -> Metrics {
+pub async fn scrape(admin: SocketAddr) -> Metrics {
     let (status, body) = http_get(admin, "/metrics").await.expect("scrape");
     assert_eq!(status, 200);
     Metrics::parse(&body)
 }
 
-#[tokio::test]
-async fn three_replicas_sharing_a_store_order_once_and_all_answer_validation() {
-    let app = EchoServer::start_tcp().await;
+/// Pebble validating on a port free on all of [`IPS`], with name i resolving to address i;
+/// returns it and the port.
+pub async fn pebble_for_replicas() -> (Pebble, u16) {
     let port = port_free_on_all().await;
     let pebble = Pebble::start(PebbleOptions {
         tls_port: port,
@@ -56,6 +56,28 @@ async fn three_replicas_sharing_a_store_order_once_and_all_answer_validation() {
     for (name, ip) in NAMES.iter().zip(IPS) {
         pebble.add_a(name, ip).await;
     }
+    (pebble, port)
+}
+
+/// Replica i logged answering the TLS-ALPN-01 validation of name i.
+pub fn assert_each_answered_its_name(replicas: &[Sidecar]) {
+    for (i, replica) in replicas.iter().enumerate() {
+        let answered = replica
+            .logs()
+            .iter()
+            .any(|l| l.contains("answering a tls-alpn-01 challenge") && l.contains(NAMES[i]));
+        assert!(
+            answered,
+            "replica {i} answered the validation of {}",
+            NAMES[i]
+        );
+    }
+}
+
+#[tokio::test]
+async fn three_replicas_sharing_a_store_order_once_and_all_answer_validation() {
+    let app = EchoServer::start_tcp().await;
+    let (pebble, port) = pebble_for_replicas().await;
     let store = tempfile::tempdir().unwrap();
     let mut args = vec!["--upstream".to_string(), app.addr().to_string()];
     args.extend(acme_args(&pebble, &store, &NAMES, &[]));
@@ -114,16 +136,5 @@ async fn three_replicas_sharing_a_store_order_once_and_all_answer_validation() {
     );
 
     // Each name was validated at its own replica: the two that did not order answered too.
-    for (i, replica) in replicas.iter().enumerate() {
-        let answered = replica
-            .logs()
-            .iter()
-            .any(|l| l.contains("answering a tls-alpn-01 challenge") && l.contains(NAMES[i]));
-        assert!(
-            answered,
-            "replica {} answered the validation of {}",
-            i + 1,
-            NAMES[i]
-        );
-    }
+    assert_each_answered_its_name(&replicas);
 }

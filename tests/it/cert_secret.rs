@@ -1,7 +1,8 @@
 //! `--cert-secret`: the real binary watching a kubernetes.io/tls Secret through the in-process
 //! API server (reached through a kubeconfig, as outside a pod). Created, updated and corrupted
 //! Secrets (acceptance 1), closed watches and `410 Gone` (acceptance 5), Events on the pod and
-//! a Role without permission for them, and the start-up errors.
+//! a Role without permission for them, and the start-up errors. The API server authorizes
+//! every call with the example Role of `manifests/examples/sidecar-rbac.yaml`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::fake_api::FakeApi;
+use crate::support::fake_api::{FakeApi, example_role};
 use crate::support::proxy::Metrics;
 use crate::support::*;
 
@@ -55,8 +56,12 @@ struct Fixture {
 }
 
 impl Fixture {
-    /// Starts the sidecar (the Secret need not exist yet).
+    /// Starts the sidecar (the Secret need not exist yet), its API calls authorized by the
+    /// example Role.
     async fn start(api: FakeApi, ca: TestCa) -> Fixture {
+        let (namespace, rules) = example_role();
+        assert_eq!(namespace, NS);
+        api.enforce_role(&namespace, rules);
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = api.write_kubeconfig(dir.path(), NS);
         let app = EchoServer::start_tcp().await;
@@ -197,6 +202,8 @@ async fn a_secret_created_updated_and_corrupted_serves_the_last_good_pair() {
         },
     )
     .await;
+    // The example Role allowed all of it.
+    assert_eq!(fx.api.denied(), Vec::new());
 }
 
 #[tokio::test]

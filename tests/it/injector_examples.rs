@@ -52,6 +52,15 @@ fn labelled_examples_are_injected_and_the_hand_written_one_is_left_alone() {
                 let mut patched = pod.clone();
                 json_patch::patch(&mut patched, &patch).unwrap();
                 assert_eq!(patched["spec"]["initContainers"][0]["name"], "wss-sidecar");
+                if file == "echo-acme.yaml" {
+                    // Its replicas share a Secret store: no state volume per pod.
+                    assert_eq!(patched["spec"]["volumes"], Value::Null, "{file}");
+                    let annotations = &patched["metadata"]["annotations"];
+                    assert_eq!(
+                        annotations["wss-sidecar.io/acme-store"],
+                        "secret:echo-acme-acme"
+                    );
+                }
             }
             (_, other) => panic!("{file}: unexpected {other:?}"),
         }

@@ -65,20 +65,46 @@ async fn a_stale_replace_is_a_conflict_and_nothing_is_overwritten() {
         "create of an existing Secret"
     );
     let second = secret
-        .replace("Opaque", data("two"), &first.resource_version)
+        .update(data("two"), &first.resource_version)
         .await
         .unwrap();
     assert_ne!(second.resource_version, first.resource_version);
     assert_eq!(
-        secret
-            .replace("Opaque", data("lost"), &first.resource_version)
-            .await,
+        secret.update(data("lost"), &first.resource_version).await,
         Err(ApiError::Conflict)
     );
     assert_eq!(secret.get().await.unwrap().unwrap().value, data("two"));
     assert_eq!(api.conflicts(SECRET), 1);
     assert_eq!(api.unconditional_writes(), 0);
     assert_eq!(secret.describe(), "team/web-tls");
+}
+
+#[tokio::test]
+async fn an_update_keeps_the_type_the_other_keys_and_the_metadata() {
+    use base64::Engine;
+    let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+    let api = FakeApi::start().await;
+    api.seed(
+        SECRET,
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "web-tls", "namespace": NS,
+                            "labels": {"team": "chat"}, "annotations": {"note": "mine"}},
+               "type": "kubernetes.io/tls",
+               "data": {"tls.crt": b64("C"), "tls.key": b64("K"), "k": b64("old")}}),
+    );
+    let secret = KubeSecret::new(api.client(), NS, "web-tls");
+    let current = secret.get().await.unwrap().unwrap();
+    let updated = secret
+        .update(data("new"), &current.resource_version)
+        .await
+        .unwrap();
+    assert_eq!(updated.value["k"], b"new");
+    assert_eq!(updated.value["tls.crt"], b"C", "keys not written are kept");
+    let stored = api.get(SECRET).unwrap();
+    assert_eq!(stored["type"], "kubernetes.io/tls");
+    assert_eq!(stored["metadata"]["labels"]["team"], "chat");
+    assert_eq!(stored["metadata"]["annotations"]["note"], "mine");
+    assert_eq!(api.unconditional_writes_to(SECRET), 0);
 }
 
 #[tokio::test]
@@ -89,7 +115,7 @@ async fn forbidden_and_missing_are_told_apart() {
     assert!(matches!(secret.get().await, Err(ApiError::Forbidden(_))));
     api.clear_faults();
     assert_eq!(secret.get().await.unwrap(), None);
-    let missing = secret.replace("Opaque", data("x"), "1").await;
+    let missing = secret.update(data("x"), "1").await;
     assert!(matches!(missing, Err(ApiError::NotFound(_))), "{missing:?}");
 }
 

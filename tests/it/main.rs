@@ -3,6 +3,8 @@
 mod acme;
 mod acme_renewal;
 mod acme_replicas;
+mod acme_secret_store;
+mod acme_store_race;
 mod browser;
 mod cert_reload;
 mod cert_secret;

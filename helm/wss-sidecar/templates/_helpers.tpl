@@ -88,3 +88,26 @@ app.kubernetes.io/component: injector
 {{- end }}
 {{- join "," $defaults }}
 {{- end }}
+
+{{/* The labels of the RBAC granted to sidecars: the standard ones, with component sidecar. */}}
+{{- define "wss-sidecar.sidecarLabels" -}}
+helm.sh/chart: {{ include "wss-sidecar.chart" . }}
+app.kubernetes.io/name: {{ include "wss-sidecar.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: sidecar
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: wss-sidecar
+{{- end }}
+
+{{/* The Role and RoleBinding name for a sidecarAccess entry's ServiceAccount (list $ entry):
+fullname-sidecar-serviceAccount; past 63 characters, cut and suffixed with a hash of the
+whole name so that two long names stay apart. */}}
+{{- define "wss-sidecar.sidecarAccessName" -}}
+{{- $name := printf "%s-sidecar-%s" (include "wss-sidecar.fullname" (index . 0)) (index . 1).serviceAccount }}
+{{- if le (len $name) 63 }}
+{{- $name }}
+{{- else }}
+{{- printf "%s-%s" ($name | trunc 54 | trimSuffix "-") ($name | sha256sum | trunc 8) }}
+{{- end }}
+{{- end }}

@@ -2,10 +2,14 @@
 //! of the real server's behaviour our clients depend on:
 //! - GET / POST / PUT / PATCH (merge) / DELETE on any object path, lists of a collection with a
 //!   `metadata.name` field selector, and `?watch=true` streams of ADDED / MODIFIED / DELETED;
-//! - `resourceVersion` checked on every replace (409 on a stale one). A replace without one is
-//!   an unconditional overwrite, as on the real server, and is counted so tests can forbid it;
-//! - `Status` objects for errors, injectable faults (403, 500, …), closing every watch, and
-//!   compaction: a watch resuming from before it gets an ERROR event with code 410 (Gone).
+//! - `resourceVersion` checked on every replace and on a patch that names one (409 on a stale
+//!   one). A write without one is an unconditional overwrite, as on the real server, and is
+//!   counted so tests can forbid it;
+//! - `Status` objects for errors, injectable faults (403, 500, …), requests held unanswered
+//!   (a writer killed mid-request), closing every watch, and compaction: a watch resuming from
+//!   before it gets an ERROR event with code 410 (Gone);
+//! - optionally, RBAC: a Role's rules decide every request, as the real authorizer would
+//!   (verbs, API groups, resources, resourceNames, list/watch by a `metadata.name` selector).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -23,6 +27,9 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::rbac::access;
+pub use super::rbac::{Access, Rule, example_role};
+
 type Body = BoxBody<Bytes, Infallible>;
 
 /// One change, as a watch reports it.
@@ -32,6 +39,22 @@ struct Change {
     path: String,
     kind: &'static str,
     object: Value,
+}
+
+/// A request matching this is held unanswered until [`FakeApi::release_stalled`], then
+/// refused with 503 without being applied: a client that dies mid-request.
+struct Stall {
+    method: Method,
+    path: String,
+    body: Box<dyn Fn(&Value) -> bool + Send>,
+}
+
+/// A Role in force: its namespace and rules, which rules were used, what was refused.
+struct Rbac {
+    namespace: String,
+    rules: Vec<Rule>,
+    used: Vec<bool>,
+    denied: Vec<Access>,
 }
 
 /// A fault to answer instead of serving a request.
@@ -51,8 +74,14 @@ struct State {
     writes: BTreeMap<String, usize>,
     /// Replaces refused with 409 per object path.
     conflicts: BTreeMap<String, usize>,
-    /// Replaces that named no resourceVersion (unconditional overwrites).
-    unconditional: usize,
+    /// Replaces and patches that named no resourceVersion (unconditional overwrites), per path.
+    unconditional: BTreeMap<String, usize>,
+    /// Every change of every object, never compacted: (path, object after the change).
+    history: Vec<(String, Value)>,
+    stalls: Vec<Stall>,
+    /// Requests being held by a stall now.
+    stalled: usize,
+    rbac: Option<Rbac>,
     /// Every change, oldest first.
     log: Vec<Change>,
     /// Watches resuming from a version below this get 410 Gone.
@@ -68,6 +97,8 @@ struct Shared {
     changed: watch::Sender<u64>,
     /// Bumped to end every open watch stream.
     disconnect: watch::Sender<u64>,
+    /// Bumped to let stalled requests go (refused).
+    release: watch::Sender<u64>,
 }
 
 /// The fake API server; dropped, it stops serving.
@@ -94,6 +125,7 @@ impl FakeApi {
             state: Mutex::new(State::default()),
             changed: watch::channel(0).0,
             disconnect: watch::channel(0).0,
+            release: watch::channel(0).0,
         });
         let served = Arc::clone(&shared);
         let task = tokio::spawn(async move {
@@ -183,9 +215,84 @@ impl FakeApi {
         self.state().conflicts.get(path).copied().unwrap_or(0)
     }
 
-    /// Replaces that named no resourceVersion (which the real server would accept blindly).
+    /// Replaces and patches that named no resourceVersion (which the real server would
+    /// apply blindly), of any object.
     pub fn unconditional_writes(&self) -> usize {
-        self.state().unconditional
+        self.state().unconditional.values().sum()
+    }
+
+    /// Unconditional writes of `path`.
+    pub fn unconditional_writes_to(&self, path: &str) -> usize {
+        self.state().unconditional.get(path).copied().unwrap_or(0)
+    }
+
+    /// Every version `path` had, oldest first (deletions show as the deleted object).
+    pub fn history(&self, path: &str) -> Vec<Value> {
+        self.state()
+            .history
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, o)| o.clone())
+            .collect()
+    }
+
+    /// Holds `method` requests to `path` whose JSON body satisfies `body`: they get no answer
+    /// until [`FakeApi::release_stalled`], and are then refused without being applied.
+    pub fn stall(
+        &self,
+        method: Method,
+        path: &str,
+        body: impl Fn(&Value) -> bool + Send + 'static,
+    ) {
+        self.state().stalls.push(Stall {
+            method,
+            path: path.into(),
+            body: Box::new(body),
+        });
+    }
+
+    /// How many requests are being held now.
+    pub fn stalled(&self) -> usize {
+        self.state().stalled
+    }
+
+    /// Stops stalling, and refuses (503, not applied) the requests held so far.
+    pub fn release_stalled(&self) {
+        self.state().stalls.clear();
+        self.shared.release.send_modify(|v| *v += 1);
+    }
+
+    /// From now on, authorizes every request against `rules` of a Role in `namespace`, as the
+    /// RBAC authorizer would; refusals are 403 and recorded.
+    pub fn enforce_role(&self, namespace: &str, rules: Vec<Rule>) {
+        let used = vec![false; rules.len()];
+        self.state().rbac = Some(Rbac {
+            namespace: namespace.into(),
+            rules,
+            used,
+            denied: Vec::new(),
+        });
+    }
+
+    /// The requests RBAC refused so far.
+    pub fn denied(&self) -> Vec<Access> {
+        self.state()
+            .rbac
+            .as_ref()
+            .map(|r| r.denied.clone())
+            .unwrap_or_default()
+    }
+
+    /// The rules (by index) no request has needed so far.
+    pub fn unused_rules(&self) -> Vec<usize> {
+        self.state().rbac.as_ref().map_or_else(Vec::new, |r| {
+            r.used
+                .iter()
+                .enumerate()
+                .filter(|(_, used)| !**used)
+                .map(|(i, _)| i)
+                .collect()
+        })
     }
 
     /// How many requests so far had a `METHOD path?query` line containing `needle`.
@@ -309,7 +416,7 @@ fn is_collection(path: &str) -> bool {
 }
 
 /// The name a `fieldSelector=metadata.name=NAME` asks for.
-fn selected_name(query: &BTreeMap<String, String>) -> Option<String> {
+pub(super) fn selected_name(query: &BTreeMap<String, String>) -> Option<String> {
     let selector = query.get("fieldSelector")?;
     let name = selector
         .strip_prefix("metadata.name==")
@@ -344,6 +451,9 @@ async fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> 
         let mut state = shared.state.lock().unwrap();
         let line = format!("{method} {}", req.uri());
         state.requests.push(line);
+        if let Some(refusal) = authorize(&mut state, &method, &path, &query) {
+            return refusal;
+        }
         if let Some(fault) = state
             .faults
             .iter_mut()
@@ -374,6 +484,28 @@ async fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> 
             Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", e.to_string()),
         }
     };
+    let stalled = {
+        let mut state = shared.state.lock().unwrap();
+        let held = state
+            .stalls
+            .iter()
+            .any(|s| s.method == method && s.path == path && (s.body)(&object));
+        if held {
+            state.stalled += 1;
+        }
+        held
+    };
+    if stalled {
+        let mut release = shared.release.subscribe();
+        let _ = release.changed().await;
+        shared.state.lock().unwrap().stalled -= 1;
+        let message = format!("{method} {path} was held and dropped");
+        return status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            message,
+        );
+    }
     let response = {
         let mut state = shared.state.lock().unwrap();
         serve(&mut state, &method, path, &query, object)
@@ -430,20 +562,11 @@ fn serve(
             reply(StatusCode::CREATED, &stored)
         }
         Method::PUT => {
-            let Some(current) = state.objects.get(&path) else {
+            let Some(current) = state.objects.get(&path).cloned() else {
                 return not_found(&path);
             };
-            match object["metadata"]["resourceVersion"].as_str() {
-                None => state.unconditional += 1,
-                Some(sent) if Some(sent) != current["metadata"]["resourceVersion"].as_str() => {
-                    *state.conflicts.entry(path.clone()).or_default() += 1;
-                    let message = format!(
-                        "Operation cannot be fulfilled on {path}: the object has been modified; \
-                         please apply your changes to the latest version and try again (sent {sent})"
-                    );
-                    return status(StatusCode::CONFLICT, "Conflict", message);
-                }
-                Some(_) => {}
+            if let Some(conflict) = precondition(state, &path, &object, &current) {
+                return conflict;
             }
             let stored = store(state, path, object, "MODIFIED");
             reply(StatusCode::OK, &stored)
@@ -452,6 +575,11 @@ fn serve(
             let Some(mut current) = state.objects.get(&path).cloned() else {
                 return not_found(&path);
             };
+            // As on the real server, a resourceVersion in the patch is a precondition.
+            let before = current.clone();
+            if let Some(conflict) = precondition(state, &path, &object, &before) {
+                return conflict;
+            }
             json_patch::merge(&mut current, &object);
             let stored = store(state, path, current, "MODIFIED");
             reply(StatusCode::OK, &stored)
@@ -471,12 +599,68 @@ fn serve(
     }
 }
 
+/// Checks the resourceVersion a write names against the stored one: a stale one gets the 409
+/// returned here (counted), none is an unconditional write (counted).
+fn precondition(
+    state: &mut State,
+    path: &str,
+    written: &Value,
+    current: &Value,
+) -> Option<Response<Body>> {
+    match written["metadata"]["resourceVersion"].as_str() {
+        None => {
+            *state.unconditional.entry(path.to_string()).or_default() += 1;
+            None
+        }
+        Some(sent) if Some(sent) != current["metadata"]["resourceVersion"].as_str() => {
+            *state.conflicts.entry(path.to_string()).or_default() += 1;
+            let message = format!(
+                "Operation cannot be fulfilled on {path}: the object has been modified; \
+                 please apply your changes to the latest version and try again (sent {sent})"
+            );
+            Some(status(StatusCode::CONFLICT, "Conflict", message))
+        }
+        Some(_) => None,
+    }
+}
+
+/// With a Role in force, the 403 a request not allowed by it gets (and the rule use recorded).
+fn authorize(
+    state: &mut State,
+    method: &Method,
+    path: &str,
+    query: &BTreeMap<String, String>,
+) -> Option<Response<Body>> {
+    let rbac = state.rbac.as_mut()?;
+    let request = access(method, path, query)?;
+    if request.namespace.as_deref() == Some(rbac.namespace.as_str())
+        && let Some(i) = rbac.rules.iter().position(|r| r.allows(&request))
+    {
+        rbac.used[i] = true;
+        return None;
+    }
+    let message = format!(
+        "{} {:?} is forbidden: User \"system:serviceaccount:{}:test\" cannot {} resource {:?} \
+         in API group {:?} in the namespace {:?}",
+        request.resource,
+        request.name.clone().unwrap_or_default(),
+        rbac.namespace,
+        request.verb,
+        request.resource,
+        request.group,
+        request.namespace.clone().unwrap_or_default()
+    );
+    rbac.denied.push(request);
+    Some(status(StatusCode::FORBIDDEN, "Forbidden", message))
+}
+
 fn store(state: &mut State, path: String, mut object: Value, kind: &'static str) -> Value {
     state.next_version += 1;
     let version = state.next_version;
     object["metadata"]["resourceVersion"] = json!(version.to_string());
     *state.writes.entry(path.clone()).or_default() += 1;
     state.objects.insert(path.clone(), object.clone());
+    state.history.push((path.clone(), object.clone()));
     state.log.push(Change {
         version,
         path,
@@ -491,6 +675,7 @@ fn remove(state: &mut State, path: &str) -> Option<Value> {
     state.next_version += 1;
     let version = state.next_version;
     object["metadata"]["resourceVersion"] = json!(version.to_string());
+    state.history.push((path.to_string(), object.clone()));
     state.log.push(Change {
         version,
         path: path.to_string(),

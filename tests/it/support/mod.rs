@@ -13,6 +13,8 @@
 //! - `pebble`: the Pebble ACME server and its DNS (pebble-challtestsrv) as child processes.
 //! - `fake_api`: an in-process Kubernetes API server (real JSON, resourceVersion checks,
 //!   lists and watches, injected faults, closed watches and 410 Gone).
+//! - `rbac`: a Role's rules applied as the API server's authorizer would, for `fake_api`, and
+//!   the example Role of `manifests/examples/`.
 //! - `injector`: the injector's sidecar template and AdmissionReview requests.
 //! - `proxy`: the proxy run in-process on free ports, and its admin endpoint and metrics.
 //! - `served`: that proxy serving `app.test` from a fresh CA, with a client that trusts it.
@@ -33,6 +35,7 @@ pub mod kubelet;
 pub mod pebble;
 pub mod process;
 pub mod proxy;
+pub mod rbac;
 pub mod served;
 
 use std::future::Future;

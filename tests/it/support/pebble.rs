@@ -160,11 +160,37 @@ impl Pebble {
         self.start_pebble().await;
     }
 
-    /// Makes `host` resolve to `ip` for Pebble's validation.
+    /// How many requests Pebble logged (it logs each as `METHOD /path -> calling handler()`)
+    /// whose line contains `needle`, since its last start: `POST /order-plz` counts the orders
+    /// placed, whoever placed them.
+    pub fn requests_logged(&self, needle: &str) -> usize {
+        self.pebble.as_ref().map_or(0, |p| {
+            p.output
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains(needle) && l.contains("-> calling handler()"))
+                .count()
+        })
+    }
+
+    /// Makes `host` resolve to `ip` for Pebble's validation (besides any address it had).
     pub async fn add_a(&self, host: &str, ip: &str) {
-        let body = serde_json::json!({ "host": host, "addresses": [ip] }).to_string();
+        let body = serde_json::json!({ "host": host, "addresses": [ip] });
+        self.dns_management_post("/add-a", &body).await;
+    }
+
+    /// Makes `host` resolve to `ip` only, as a Service does once a pod behind it is gone.
+    pub async fn set_a(&self, host: &str, ip: &str) {
+        let body = serde_json::json!({ "host": host });
+        self.dns_management_post("/clear-a", &body).await;
+        self.add_a(host, ip).await;
+    }
+
+    async fn dns_management_post(&self, path: &str, body: &serde_json::Value) {
+        let body = body.to_string();
         let request = format!(
-            "POST /add-a HTTP/1.1\r\nHost: {0}\r\nContent-Type: application/json\r\n\
+            "POST {path} HTTP/1.1\r\nHost: {0}\r\nContent-Type: application/json\r\n\
              Content-Length: {1}\r\nConnection: close\r\n\r\n{body}",
             self.dns_management,
             body.len()
@@ -175,7 +201,7 @@ impl Pebble {
         tcp.write_all(request.as_bytes()).await.expect("send add-a");
         let mut response = String::new();
         tcp.read_to_string(&mut response).await.expect("read add-a");
-        assert!(response.starts_with("HTTP/1.1 200"), "add-a: {response}");
+        assert!(response.starts_with("HTTP/1.1 200"), "{path}: {response}");
     }
 
     /// The roots Pebble issues under now (it makes a new one at every start): what a client

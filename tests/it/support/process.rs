@@ -118,6 +118,25 @@ impl Sidecar {
     }
 }
 
+impl Drop for Sidecar {
+    /// A failing test shows what the sidecar logged last.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let logs = self.logs();
+            let tail = &logs[logs.len().saturating_sub(SHOWN_ON_FAILURE)..];
+            eprintln!(
+                "--- wss-sidecar (listen {}) log, last {} lines ---\n{}",
+                self.addr,
+                tail.len(),
+                tail.join("\n")
+            );
+        }
+    }
+}
+
+/// How many of a sidecar's last log lines a failing test shows.
+const SHOWN_ON_FAILURE: usize = 150;
+
 /// Starts `wss-sidecar demo` on free ports, as the README's quick start runs it; returns it
 /// (its output is shown if the test fails) and the https:// URL it printed.
 pub async fn start_demo() -> (Process, String) {

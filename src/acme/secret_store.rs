@@ -1,0 +1,413 @@
+//! The ACME store as one Kubernetes Secret, with a Lease of the same name as the ordering lock:
+//! the replicas of a Deployment share one account, one certificate and one back-off, and every
+//! replica answers the CA's validation from the Secret's pending answers.
+//!
+//! The Secret is of type `kubernetes.io/tls`: `tls.crt` / `tls.key` hold the issued pair (other
+//! workloads may mount it), beside `acme-scope.json` (the directory URL and names: state kept for
+//! another CA or name set is never used), `acme-account.json`, `acme-state.json` and
+//! `acme-challenges.json`. Every write is a read-modify-write naming the version it read and is
+//! retried on a 409, so concurrent writers never lose each other's updates.
+//!
+//! A watch keeps a local copy for reads, so handshakes look challenge answers up without an API
+//! call. While this replica holds the lock, reads go to the API instead: a decision to order
+//! never rests on a copy the watch has not brought up to date.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::store::{AcmeStore, ChallengeAnswer, RenewalState, StoreError, StoredCert};
+use crate::certs::pair::epoch_seconds;
+use crate::k8s::{ApiError, LeaseApi, SecretApi, SecretData, SecretEvent, Versioned, lease};
+
+/// The Secret's type: the issued pair is an ordinary TLS Secret's.
+const SECRET_TYPE: &str = "kubernetes.io/tls";
+const TLS_CRT: &str = "tls.crt";
+const TLS_KEY: &str = "tls.key";
+const SCOPE: &str = "acme-scope.json";
+const ACCOUNT: &str = "acme-account.json";
+const STATE: &str = "acme-state.json";
+const CHALLENGES: &str = "acme-challenges.json";
+
+/// A write that keeps meeting newer versions gives up after this many tries (each 409 means
+/// another writer made progress, so this only trips under a storm of writers).
+const WRITE_ATTEMPTS: u32 = 10;
+/// After a conflict, wait a random time up to this, doubled per retry (capped at
+/// [`RETRY_MAX`]), so that writers that collided do not collide again at once.
+const RETRY_BASE: Duration = Duration::from_millis(10);
+const RETRY_MAX: Duration = Duration::from_millis(500);
+/// At most one fresh read of the challenges per this interval, however many handshakes miss:
+/// bounds the API calls a client sending `acme-tls/1` for our names can cause.
+const REFRESH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Which certificate the Secret's state is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Scope {
+    directory: String,
+    /// Sorted.
+    names: Vec<String>,
+}
+
+/// The store's content, decoded.
+#[derive(Debug, Clone, Default)]
+struct Doc {
+    account: Option<Vec<u8>>,
+    cert: Option<StoredCert>,
+    state: RenewalState,
+    challenges: Vec<ChallengeAnswer>,
+}
+
+/// What the watch (or the last read or write) says the Secret holds.
+#[derive(Debug, Clone)]
+enum Cache {
+    /// Nothing read yet.
+    Unknown,
+    /// The Secret as last seen; `None` when it does not exist.
+    Known(Option<Versioned<SecretData>>),
+}
+
+/// The state of one certificate in a Secret, and its Lease.
+pub struct SecretStore<S: SecretApi, L: LeaseApi> {
+    secret: S,
+    lease: L,
+    scope: Scope,
+    cache: Mutex<Cache>,
+    changed: Notify,
+    /// True while this replica holds the lock: reads then bypass the cache.
+    held: AtomicBool,
+    /// When the last fresh read of the challenges started; the lock makes them single-flight.
+    refreshed: tokio::sync::Mutex<Option<Instant>>,
+    /// Set once state for another CA or name set was found, so that it is reported once.
+    foreign_reported: AtomicBool,
+}
+
+impl<S: SecretApi, L: LeaseApi> SecretStore<S, L> {
+    /// The store for `names` from `directory_url` in the Secret behind `secret`, locked by the
+    /// Lease behind `lease`. Call [`SecretStore::spawn_watch`] to follow other replicas' writes.
+    pub fn new(secret: S, lease: L, directory_url: &str, names: &[String]) -> Arc<Self> {
+        let mut names = names.to_vec();
+        names.sort();
+        Arc::new(Self {
+            secret,
+            lease,
+            scope: Scope {
+                directory: directory_url.to_string(),
+                names,
+            },
+            cache: Mutex::new(Cache::Unknown),
+            changed: Notify::new(),
+            held: AtomicBool::new(false),
+            refreshed: tokio::sync::Mutex::new(None),
+            foreign_reported: AtomicBool::new(false),
+        })
+    }
+
+    /// Follows the Secret until `stop`, keeping the local copy current and waking
+    /// [`AcmeStore::changed`] on every change.
+    pub fn spawn_watch(self: &Arc<Self>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let store = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut events = store.secret.watch();
+            loop {
+                let event = tokio::select! {
+                    () = stop.cancelled() => return,
+                    event = events.next() => event,
+                };
+                match event {
+                    Some(SecretEvent::Applied(secret)) => store.remember(Some(secret)),
+                    Some(SecretEvent::Absent) => store.remember(None),
+                    Some(SecretEvent::Interrupted(why)) => {
+                        warn!(acme.store = %store.secret.describe(), error = %why,
+                              "the watch of the ACME store Secret broke; reconnecting");
+                        continue;
+                    }
+                    None => return,
+                }
+                store.changed.notify_one();
+            }
+        })
+    }
+
+    fn what(&self) -> String {
+        format!("Secret {}", self.secret.describe())
+    }
+
+    fn api_error(&self, source: ApiError) -> StoreError {
+        StoreError::Api {
+            what: self.what(),
+            source,
+        }
+    }
+
+    fn remember(&self, secret: Option<Versioned<SecretData>>) {
+        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = Cache::Known(secret);
+    }
+
+    /// Reads the Secret from the API (and keeps what it read).
+    async fn fetch(&self) -> Result<Option<Versioned<SecretData>>, StoreError> {
+        let secret = self.secret.get().await.map_err(|e| self.api_error(e))?;
+        self.remember(secret.clone());
+        Ok(secret)
+    }
+
+    /// The Secret as reads should see it: from the API while holding the lock or before the
+    /// first read, else the local copy.
+    async fn current(&self) -> Result<Option<Versioned<SecretData>>, StoreError> {
+        if !self.held.load(Ordering::Acquire) {
+            let cached = self.cache.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Cache::Known(secret) = cached {
+                return Ok(secret);
+            }
+        }
+        self.fetch().await
+    }
+
+    async fn load(&self) -> Result<Doc, StoreError> {
+        match self.current().await? {
+            Some(secret) => self.decode(&secret.value, true),
+            None => Ok(Doc::default()),
+        }
+    }
+
+    /// The content of `data` if it is for our scope; empty if it is another's. `strict`: a
+    /// damaged key is an error (reads), else it is dropped (a write replaces it).
+    fn decode(&self, data: &SecretData, strict: bool) -> Result<Doc, StoreError> {
+        let scope = data
+            .get(SCOPE)
+            .filter(|b| !b.is_empty())
+            .and_then(|b| serde_json::from_slice::<Scope>(b).ok());
+        match scope {
+            Some(scope) if scope == self.scope => {}
+            None if !data.contains_key(SCOPE) => return Ok(Doc::default()),
+            _ => {
+                if !self.foreign_reported.swap(true, Ordering::Relaxed) {
+                    warn!(acme.store = %self.secret.describe(),
+                          "the ACME store Secret holds state for another directory or names; \
+                           starting afresh, and the next write replaces it");
+                }
+                return Ok(Doc::default());
+            }
+        }
+        let text = |key: &str| {
+            data.get(key)
+                .filter(|b| !b.is_empty())
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+        };
+        let cert = match (text(TLS_CRT), text(TLS_KEY)) {
+            (Some(cert_pem), Some(key_pem)) => Some(StoredCert { cert_pem, key_pem }),
+            _ => None,
+        };
+        Ok(Doc {
+            account: data.get(ACCOUNT).filter(|b| !b.is_empty()).cloned(),
+            cert,
+            state: self.parse(data, STATE, strict)?.unwrap_or_default(),
+            challenges: self.parse(data, CHALLENGES, strict)?.unwrap_or_default(),
+        })
+    }
+
+    /// The JSON under `key`, if present. Damaged: an error when `strict`, else dropped.
+    fn parse<T: serde::de::DeserializeOwned>(
+        &self,
+        data: &SecretData,
+        key: &str,
+        strict: bool,
+    ) -> Result<Option<T>, StoreError> {
+        let Some(bytes) = data.get(key).filter(|b| !b.is_empty()) else {
+            return Ok(None);
+        };
+        match serde_json::from_slice(bytes) {
+            Ok(value) => Ok(Some(value)),
+            Err(e) if strict => Err(StoreError::Corrupt {
+                what: format!("{} key {key}", self.what()),
+                message: e.to_string(),
+            }),
+            Err(e) => {
+                warn!(acme.store = %self.secret.describe(), error = %e,
+                      "a damaged key of the ACME store Secret is replaced: {key}");
+                Ok(None)
+            }
+        }
+    }
+
+    fn json<T: Serialize>(&self, value: &T) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
+            what: self.what(),
+            message: e.to_string(),
+        })
+    }
+
+    fn encode(&self, doc: &Doc) -> Result<SecretData, StoreError> {
+        let (cert, key) = doc
+            .cert
+            .as_ref()
+            .map(|c| {
+                (
+                    c.cert_pem.clone().into_bytes(),
+                    c.key_pem.clone().into_bytes(),
+                )
+            })
+            .unwrap_or_default();
+        Ok([
+            (SCOPE.to_string(), self.json(&self.scope)?),
+            (ACCOUNT.to_string(), doc.account.clone().unwrap_or_default()),
+            (STATE.to_string(), self.json(&doc.state)?),
+            (CHALLENGES.to_string(), self.json(&doc.challenges)?),
+            (TLS_CRT.to_string(), cert),
+            (TLS_KEY.to_string(), key),
+        ]
+        .into())
+    }
+
+    /// Applies `change` to the Secret's current content and writes it, based on the version
+    /// read: on a 409 it reads again and re-applies `change`, so no other writer's update is
+    /// lost. Creates the Secret when it does not exist.
+    async fn modify(&self, change: impl Fn(&mut Doc)) -> Result<(), StoreError> {
+        let mut current = self.current().await?;
+        for attempt in 0..WRITE_ATTEMPTS {
+            let mut doc = match &current {
+                Some(secret) => self.decode(&secret.value, false)?,
+                None => Doc::default(),
+            };
+            change(&mut doc);
+            let data = self.encode(&doc)?;
+            let written = match &current {
+                Some(secret) => self.secret.update(data, &secret.resource_version).await,
+                None => self.secret.create(SECRET_TYPE, data).await,
+            };
+            match written {
+                Ok(secret) => {
+                    self.remember(Some(secret));
+                    return Ok(());
+                }
+                // Changed (or created) since it was read: read again and redo the change.
+                Err(ApiError::Conflict) => {
+                    debug!(acme.store = %self.secret.describe(), "the store Secret changed; retrying the write");
+                    tokio::time::sleep(retry_delay(attempt)).await;
+                    current = self.fetch().await?;
+                }
+                Err(ApiError::NotFound(_)) => current = None,
+                Err(err) => return Err(self.api_error(err)),
+            }
+        }
+        Err(self.api_error(ApiError::Other(format!(
+            "gave up after {WRITE_ATTEMPTS} writes that each met a newer version"
+        ))))
+    }
+}
+
+/// A random delay in the upper half of `RETRY_BASE × 2^attempt` (capped at [`RETRY_MAX`]).
+fn retry_delay(attempt: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let ceiling = RETRY_BASE
+        .saturating_mul(1 << attempt.min(16))
+        .min(RETRY_MAX);
+    // A fresh RandomState is randomly keyed: jitter enough to split colliding writers.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let half = ceiling / 2;
+    half + Duration::from_nanos(random % u64::try_from(half.as_nanos()).unwrap_or(1).max(1))
+}
+
+#[async_trait::async_trait]
+impl<S: SecretApi, L: LeaseApi> AcmeStore for SecretStore<S, L> {
+    async fn load_account(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.load().await?.account)
+    }
+
+    async fn save_account(&self, credentials: &[u8]) -> Result<(), StoreError> {
+        let credentials = (!credentials.is_empty()).then(|| credentials.to_vec());
+        self.modify(|doc| doc.account = credentials.clone()).await
+    }
+
+    async fn load_cert(&self) -> Result<Option<StoredCert>, StoreError> {
+        Ok(self.load().await?.cert)
+    }
+
+    async fn save_cert(&self, cert: &StoredCert) -> Result<(), StoreError> {
+        self.modify(|doc| doc.cert = Some(cert.clone())).await
+    }
+
+    async fn load_state(&self) -> Result<RenewalState, StoreError> {
+        Ok(self.load().await?.state)
+    }
+
+    async fn save_state(&self, state: &RenewalState) -> Result<(), StoreError> {
+        self.modify(|doc| doc.state = state.clone()).await
+    }
+
+    async fn load_challenges(&self) -> Result<Vec<ChallengeAnswer>, StoreError> {
+        Ok(self.load().await?.challenges)
+    }
+
+    async fn save_challenges(&self, answers: &[ChallengeAnswer]) -> Result<(), StoreError> {
+        self.modify(|doc| doc.challenges = answers.to_vec()).await
+    }
+
+    async fn try_lock(&self, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        // The Lease counts whole seconds; round up so it never lasts less than asked.
+        let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+        let secs = i64::try_from(secs.max(1)).unwrap_or(i64::MAX);
+        let now = epoch_seconds(SystemTime::now());
+        let what = || format!("Lease {}", self.secret.describe());
+        let acquired = lease::try_acquire(&self.lease, holder, secs, now)
+            .await
+            .map_err(|source| StoreError::Api {
+                what: what(),
+                source,
+            })?;
+        let was_held = self.held.swap(acquired, Ordering::AcqRel);
+        if acquired && !was_held {
+            info!(acme.store = %self.secret.describe(), acme.holder = holder, "took the ACME ordering Lease");
+            // From now on reads go to the API, starting with this one.
+            self.fetch().await?;
+        }
+        Ok(acquired)
+    }
+
+    async fn unlock(&self, holder: &str) -> Result<(), StoreError> {
+        self.held.store(false, Ordering::Release);
+        let now = epoch_seconds(SystemTime::now());
+        lease::release(&self.lease, holder, now)
+            .await
+            .map_err(|source| StoreError::Api {
+                what: format!("Lease {}", self.secret.describe()),
+                source,
+            })
+    }
+
+    async fn changed(&self) {
+        self.changed.notified().await
+    }
+
+    async fn refresh_challenges(&self) -> Result<Vec<ChallengeAnswer>, StoreError> {
+        let arrived = Instant::now();
+        let mut last = self.refreshed.lock().await;
+        // A read that started after we arrived has seen everything written before we asked.
+        if last.is_some_and(|started| started >= arrived) {
+            drop(last);
+            return self.load_challenges().await;
+        }
+        if let Some(started) = *last {
+            tokio::time::sleep_until(started + REFRESH_INTERVAL).await;
+        }
+        *last = Some(Instant::now());
+        let secret = self.fetch().await?;
+        drop(last);
+        match secret {
+            Some(secret) => Ok(self.decode(&secret.value, true)?.challenges),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "secret_store_tests.rs"]
+mod tests;

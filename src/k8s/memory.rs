@@ -1,0 +1,97 @@
+//! In-memory Secret and Lease that check `resourceVersion` like the API server, for unit
+//! tests of what is built on [`super::api`] (the HTTP path is tested against the fake API
+//! server in `tests/it`).
+
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+
+use super::api::{ApiError, LeaseApi, LeaseState, SecretApi, SecretData, SecretEvent, Versioned};
+
+/// One Secret in memory; `gets` counts reads.
+#[derive(Default)]
+pub struct MemSecret {
+    pub object: Mutex<Option<Versioned<SecretData>>>,
+    pub version: Mutex<u64>,
+    pub gets: Mutex<usize>,
+}
+
+impl MemSecret {
+    /// Sets `key` as another writer would (no version check).
+    pub fn poke(&self, key: &str, value: &[u8]) {
+        let mut object = self.object.lock().unwrap();
+        let secret = object.as_mut().expect("the Secret exists");
+        secret.value.insert(key.into(), value.to_vec());
+    }
+
+    fn bump(&self) -> String {
+        let mut v = self.version.lock().unwrap();
+        *v += 1;
+        v.to_string()
+    }
+}
+
+impl SecretApi for Arc<MemSecret> {
+    fn describe(&self) -> String {
+        "team/store".into()
+    }
+    async fn get(&self) -> Result<Option<Versioned<SecretData>>, ApiError> {
+        *self.gets.lock().unwrap() += 1;
+        Ok(self.object.lock().unwrap().clone())
+    }
+    async fn create(&self, _: &str, data: SecretData) -> Result<Versioned<SecretData>, ApiError> {
+        let mut object = self.object.lock().unwrap();
+        if object.is_some() {
+            return Err(ApiError::Conflict);
+        }
+        let created = Versioned {
+            resource_version: self.bump(),
+            value: data,
+        };
+        *object = Some(created.clone());
+        Ok(created)
+    }
+    async fn update(
+        &self,
+        data: SecretData,
+        based_on: &str,
+    ) -> Result<Versioned<SecretData>, ApiError> {
+        let mut object = self.object.lock().unwrap();
+        let Some(current) = object.as_mut() else {
+            return Err(ApiError::NotFound("store".into()));
+        };
+        if current.resource_version != based_on {
+            return Err(ApiError::Conflict);
+        }
+        current.value.extend(data);
+        current.resource_version = self.bump();
+        Ok(current.clone())
+    }
+    fn watch(&self) -> BoxStream<'static, SecretEvent> {
+        futures_util::stream::pending().boxed()
+    }
+}
+
+/// One Lease in memory.
+#[derive(Default)]
+pub struct MemLease(pub Mutex<Option<Versioned<LeaseState>>>);
+
+impl LeaseApi for Arc<MemLease> {
+    async fn get(&self) -> Result<Option<Versioned<LeaseState>>, ApiError> {
+        Ok(self.0.lock().unwrap().clone())
+    }
+    async fn put(&self, lease: LeaseState, based_on: Option<String>) -> Result<(), ApiError> {
+        let mut slot = self.0.lock().unwrap();
+        let current = slot.as_ref().map(|l| l.resource_version.clone());
+        if current != based_on {
+            return Err(ApiError::Conflict);
+        }
+        let next = current.map_or(1, |v| v.parse::<u64>().unwrap() + 1);
+        *slot = Some(Versioned {
+            resource_version: next.to_string(),
+            value: lease,
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,128 @@
+//! RBAC as the API server's authorizer applies it, for the fake API server: a Role's rules,
+//! what a request asks for (verb, API group, resource, name), and the example Role the
+//! sidecar's documentation gives (`manifests/examples/sidecar-rbac.yaml`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use hyper::Method;
+use serde_json::Value;
+
+use super::fake_api::selected_name;
+
+/// One rule of a Role: what it allows.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub api_groups: Vec<String>,
+    pub resources: Vec<String>,
+    pub resource_names: Vec<String>,
+    pub verbs: Vec<String>,
+}
+
+impl Rule {
+    /// The rules of a Role object (`rules:` as the API takes them).
+    pub fn from_role(role: &Value) -> Vec<Rule> {
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        role["rules"]
+            .as_array()
+            .expect("a Role with rules")
+            .iter()
+            .map(|r| Rule {
+                api_groups: strings(&r["apiGroups"]),
+                resources: strings(&r["resources"]),
+                resource_names: strings(&r["resourceNames"]),
+                verbs: strings(&r["verbs"]),
+            })
+            .collect()
+    }
+
+    pub(super) fn allows(&self, request: &Access) -> bool {
+        let has = |list: &[String], item: &str| list.iter().any(|x| x == item || x == "*");
+        has(&self.verbs, request.verb)
+            && has(&self.api_groups, &request.group)
+            && has(&self.resources, &request.resource)
+            && (self.resource_names.is_empty()
+                || request
+                    .name
+                    .as_ref()
+                    .is_some_and(|n| self.resource_names.contains(n)))
+    }
+}
+
+/// What a request asks to do, as the RBAC authorizer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    pub verb: &'static str,
+    pub group: String,
+    pub resource: String,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+}
+
+/// The namespace and rules of the Role in `manifests/examples/sidecar-rbac.yaml`.
+pub fn example_role() -> (String, Vec<Rule>) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/examples/sidecar-rbac.yaml");
+    let text = std::fs::read_to_string(&path).expect("the example Role");
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let object: Value = serde::Deserialize::deserialize(doc).expect("YAML");
+        if object["kind"] == "Role" {
+            let namespace = object["metadata"]["namespace"].as_str().expect("namespace");
+            return (namespace.to_string(), Rule::from_role(&object));
+        }
+    }
+    panic!("no Role in {}", path.display());
+}
+
+/// What `method` on `path` asks for, in RBAC terms; `None` for paths outside the API.
+pub(super) fn access(
+    method: &Method,
+    path: &str,
+    query: &BTreeMap<String, String>,
+) -> Option<Access> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, rest) = match segments.as_slice() {
+        ["api", _version, rest @ ..] => (String::new(), rest),
+        ["apis", group, _version, rest @ ..] => (group.to_string(), rest),
+        _ => return None,
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest),
+        rest => (None, rest),
+    };
+    let (resource, object) = match rest {
+        [resource] => (resource.to_string(), None),
+        [resource, name] => (resource.to_string(), Some(name.to_string())),
+        _ => return None,
+    };
+    let watching = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
+    let verb = match (method.as_str(), &object) {
+        ("GET", Some(_)) => "get",
+        ("GET", None) if watching => "watch",
+        ("GET", None) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", _) => "delete",
+        _ => "unknown",
+    };
+    let name = object.or_else(|| {
+        matches!(verb, "list" | "watch")
+            .then(|| selected_name(query))
+            .flatten()
+    });
+    Some(Access {
+        verb,
+        group,
+        resource,
+        namespace,
+        name,
+    })
+}
