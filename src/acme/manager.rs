@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use instant_acme::{Account, CertificateIdentifier};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::cert_info::CertInfo;
+use super::lock;
 use super::order::{self, OrderError};
 use super::schedule;
 use super::store::{AcmeStore, Attempt, HISTORY_LEN, RenewalState, StoredCert};
@@ -119,7 +119,7 @@ impl Manager {
         let (store, holder) = (Arc::clone(&self.store), self.holder.clone());
         let lost = tokio::select! {
             () = self.order_locked() => false,
-            () = keep_lock(store, holder, ttl) => true,
+            () = lock::keep(store, holder, ttl) => true,
         };
         if lost {
             warn!("lost the ACME ordering lock mid-order; stopping, another replica takes over");
@@ -398,27 +398,6 @@ impl Manager {
         self.ari?;
         let id = self.current.as_ref()?.id.clone()?;
         (state.replaced.as_deref() != Some(id.to_string().as_str())).then_some(id)
-    }
-}
-
-/// Renews the ordering lock every third of `ttl` while an order runs; returns when the lock is
-/// lost: another holder has it, or it could not be renewed for two thirds of `ttl` (before it
-/// can lapse, so that two replicas never order at once).
-async fn keep_lock(store: Arc<dyn AcmeStore>, holder: String, ttl: Duration) {
-    let every = ttl / 3;
-    let mut renewed = Instant::now();
-    loop {
-        tokio::time::sleep(every).await;
-        match store.try_lock(&holder, ttl).await {
-            Ok(true) => renewed = Instant::now(),
-            Ok(false) => return,
-            Err(err) => {
-                warn!(error = %err, "cannot renew the ACME ordering lock");
-                if renewed.elapsed() >= ttl - every {
-                    return;
-                }
-            }
-        }
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! - [`store`]: what is kept and shared, behind the [`AcmeStore`] trait; [`dir_store`] keeps
 //!   it in a directory, [`secret_store`] in a Kubernetes Secret with a Lease as the lock.
-//! - [`manager`]: the renewal loop (lock, order, back-off); [`schedule`] its timing.
+//! - [`manager`]: the renewal loop (lock, order, back-off); [`schedule`] its timing;
+//!   [`lock`] keeps the ordering lock while an order runs.
 //! - [`order`]: one order with instant-acme; [`cert_info`]: what renewal reads from a cert.
 //! - [`challenge`] and [`http01`]: answering the CA's validation from the store.
 
@@ -11,6 +12,7 @@ pub mod cert_info;
 pub mod challenge;
 pub mod dir_store;
 pub mod http01;
+pub mod lock;
 pub mod manager;
 pub mod order;
 pub mod schedule;

@@ -114,3 +114,44 @@ async fn the_lock_holder_reads_from_the_api_and_others_from_their_copy() {
     assert_eq!(b.load_cert().await.unwrap(), Some(cert()));
     assert!(*secret.gets.lock().unwrap() > gets, "read from the API");
 }
+
+#[tokio::test(start_paused = true)]
+async fn fresh_reads_for_missed_challenges_are_shared_and_spaced() {
+    let (secret, lease) = (Arc::new(MemSecret::default()), Arc::default());
+    let writer = store_for(&secret, &lease, "https://ca/dir");
+    let reader = store_for(&secret, &lease, "https://ca/dir");
+    writer.save_challenges(&[]).await.unwrap();
+    assert_eq!(reader.load_challenges().await.unwrap(), vec![]);
+
+    // The ordering replica publishes an answer; the reader's copy (no watch here) lacks it,
+    // but a fresh read finds it.
+    let answer = ChallengeAnswer {
+        name: "a.test".into(),
+        token: "t".repeat(43),
+        key_authorization: "ka".into(),
+    };
+    writer
+        .save_challenges(std::slice::from_ref(&answer))
+        .await
+        .unwrap();
+    assert_eq!(reader.load_challenges().await.unwrap(), vec![]);
+    assert_eq!(reader.refresh_challenges().await.unwrap(), vec![answer]);
+
+    // A burst of misses (a client sending acme-tls/1 for our name over and over) costs one read
+    // per interval, not one per handshake.
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let gets = *secret.gets.lock().unwrap();
+    let started = tokio::time::Instant::now();
+    let burst: Vec<_> = (0..50)
+        .map(|_| {
+            let reader = Arc::clone(&reader);
+            tokio::spawn(async move { reader.refresh_challenges().await.unwrap() })
+        })
+        .collect();
+    for handshake in burst {
+        assert_eq!(handshake.await.unwrap().len(), 1);
+    }
+    let reads = *secret.gets.lock().unwrap() - gets;
+    assert_eq!(reads, 1, "{reads} reads for 50 misses");
+    assert!(started.elapsed() <= REFRESH_INTERVAL * 2);
+}

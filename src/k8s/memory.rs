@@ -2,6 +2,7 @@
 //! tests of what is built on [`super::api`] (the HTTP path is tested against the fake API
 //! server in `tests/it`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
@@ -73,16 +74,46 @@ impl SecretApi for Arc<MemSecret> {
     }
 }
 
-/// One Lease in memory.
+/// One Lease in memory; while `down`, every call fails as an unreachable API server would.
 #[derive(Default)]
-pub struct MemLease(pub Mutex<Option<Versioned<LeaseState>>>);
+pub struct MemLease {
+    pub slot: Mutex<Option<Versioned<LeaseState>>>,
+    pub down: AtomicBool,
+}
+
+impl MemLease {
+    /// Another candidate writes the Lease (no version check).
+    pub fn take(&self, holder: &str, renewed_at: i64, duration_seconds: i64) {
+        let mut slot = self.slot.lock().unwrap();
+        let next = slot
+            .as_ref()
+            .map_or(1, |l| l.resource_version.parse::<u64>().unwrap() + 1);
+        *slot = Some(Versioned {
+            resource_version: next.to_string(),
+            value: LeaseState {
+                holder: Some(holder.into()),
+                renewed_at,
+                duration_seconds,
+            },
+        });
+    }
+
+    fn check_up(&self) -> Result<(), ApiError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(ApiError::Other("connection refused".into()));
+        }
+        Ok(())
+    }
+}
 
 impl LeaseApi for Arc<MemLease> {
     async fn get(&self) -> Result<Option<Versioned<LeaseState>>, ApiError> {
-        Ok(self.0.lock().unwrap().clone())
+        self.check_up()?;
+        Ok(self.slot.lock().unwrap().clone())
     }
     async fn put(&self, lease: LeaseState, based_on: Option<String>) -> Result<(), ApiError> {
-        let mut slot = self.0.lock().unwrap();
+        self.check_up()?;
+        let mut slot = self.slot.lock().unwrap();
         let current = slot.as_ref().map(|l| l.resource_version.clone());
         if current != based_on {
             return Err(ApiError::Conflict);

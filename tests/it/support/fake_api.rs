@@ -15,90 +15,82 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use futures_util::StreamExt;
+use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::{Bytes, Frame, Incoming};
+use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::rbac::access;
+use super::fake_api_objects::{items, query, remove, serve, status, store};
+use super::fake_api_watch::watch_stream;
+use super::rbac::Rbac;
 pub use super::rbac::{Access, Rule, example_role};
 
-type Body = BoxBody<Bytes, Infallible>;
+pub(super) type Body = BoxBody<Bytes, Infallible>;
 
 /// One change, as a watch reports it.
 #[derive(Clone)]
-struct Change {
-    version: u64,
-    path: String,
-    kind: &'static str,
-    object: Value,
+pub(super) struct Change {
+    pub(super) version: u64,
+    pub(super) path: String,
+    pub(super) kind: &'static str,
+    pub(super) object: Value,
 }
 
 /// A request matching this is held unanswered until [`FakeApi::release_stalled`], then
 /// refused with 503 without being applied: a client that dies mid-request.
-struct Stall {
-    method: Method,
-    path: String,
-    body: Box<dyn Fn(&Value) -> bool + Send>,
-}
-
-/// A Role in force: its namespace and rules, which rules were used, what was refused.
-struct Rbac {
-    namespace: String,
-    rules: Vec<Rule>,
-    used: Vec<bool>,
-    denied: Vec<Access>,
+pub(super) struct Stall {
+    pub(super) method: Method,
+    pub(super) path: String,
+    pub(super) body: Box<dyn Fn(&Value) -> bool + Send>,
 }
 
 /// A fault to answer instead of serving a request.
-struct Fault {
-    method: Method,
-    path_prefix: String,
-    code: StatusCode,
-    remaining: Option<usize>,
+pub(super) struct Fault {
+    pub(super) method: Method,
+    pub(super) path_prefix: String,
+    pub(super) code: StatusCode,
+    pub(super) remaining: Option<usize>,
 }
 
 #[derive(Default)]
-struct State {
+pub(super) struct State {
     /// Object path (`/api/v1/namespaces/ns/secrets/name`) → object.
-    objects: BTreeMap<String, Value>,
-    next_version: u64,
+    pub(super) objects: BTreeMap<String, Value>,
+    pub(super) next_version: u64,
     /// Successful writes per object path.
-    writes: BTreeMap<String, usize>,
+    pub(super) writes: BTreeMap<String, usize>,
     /// Replaces refused with 409 per object path.
-    conflicts: BTreeMap<String, usize>,
+    pub(super) conflicts: BTreeMap<String, usize>,
     /// Replaces and patches that named no resourceVersion (unconditional overwrites), per path.
-    unconditional: BTreeMap<String, usize>,
+    pub(super) unconditional: BTreeMap<String, usize>,
     /// Every change of every object, never compacted: (path, object after the change).
-    history: Vec<(String, Value)>,
-    stalls: Vec<Stall>,
+    pub(super) history: Vec<(String, Value)>,
+    pub(super) stalls: Vec<Stall>,
     /// Requests being held by a stall now.
-    stalled: usize,
-    rbac: Option<Rbac>,
+    pub(super) stalled: usize,
+    pub(super) rbac: Option<Rbac>,
     /// Every change, oldest first.
-    log: Vec<Change>,
+    pub(super) log: Vec<Change>,
     /// Watches resuming from a version below this get 410 Gone.
-    compacted_below: u64,
-    faults: Vec<Fault>,
+    pub(super) compacted_below: u64,
+    pub(super) faults: Vec<Fault>,
     /// `METHOD path?query` of every request, in order.
-    requests: Vec<String>,
+    pub(super) requests: Vec<String>,
 }
 
-struct Shared {
-    state: Mutex<State>,
+pub(super) struct Shared {
+    pub(super) state: Mutex<State>,
     /// Bumped on every change, so open watches look at the log again.
-    changed: watch::Sender<u64>,
+    pub(super) changed: watch::Sender<u64>,
     /// Bumped to end every open watch stream.
-    disconnect: watch::Sender<u64>,
+    pub(super) disconnect: watch::Sender<u64>,
     /// Bumped to let stalled requests go (refused).
-    release: watch::Sender<u64>,
+    pub(super) release: watch::Sender<u64>,
 }
 
 /// The fake API server; dropped, it stops serving.
@@ -340,109 +332,6 @@ impl FakeApi {
     }
 }
 
-fn status(code: StatusCode, reason: &str, message: String) -> Response<Body> {
-    reply(code, &status_object(code.as_u16(), reason, message))
-}
-
-fn status_object(code: u16, reason: &str, message: String) -> Value {
-    json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": message, "reason": reason, "code": code
-    })
-}
-
-fn reply(code: StatusCode, body: &Value) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
-    *response.status_mut() = code;
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-/// `a=b&c=d`, percent-decoded.
-fn query(req: &Request<Incoming>) -> BTreeMap<String, String> {
-    req.uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (decode(k), decode(v)))
-        .collect()
-}
-
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// True for `/api/v1/namespaces/ns/secrets` and `/apis/g/v/things`, false for object paths.
-fn is_collection(path: &str) -> bool {
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let prefix = if segments.first() == Some(&"api") {
-        2
-    } else {
-        3
-    };
-    let rest = segments.get(prefix..).unwrap_or(&[]);
-    if rest.first() == Some(&"namespaces") {
-        rest.len() == 3
-    } else {
-        rest.len() == 1
-    }
-}
-
-/// The name a `fieldSelector=metadata.name=NAME` asks for.
-pub(super) fn selected_name(query: &BTreeMap<String, String>) -> Option<String> {
-    let selector = query.get("fieldSelector")?;
-    let name = selector
-        .strip_prefix("metadata.name==")
-        .or_else(|| selector.strip_prefix("metadata.name="))?;
-    Some(name.to_string())
-}
-
-fn in_collection(path: &str, collection: &str, name: Option<&str>) -> bool {
-    let Some(item) = path
-        .strip_prefix(collection)
-        .and_then(|p| p.strip_prefix('/'))
-    else {
-        return false;
-    };
-    !item.contains('/') && name.is_none_or(|n| n == item)
-}
-
-fn items(state: &State, collection: &str, name: Option<&str>) -> Vec<Value> {
-    state
-        .objects
-        .iter()
-        .filter(|(path, _)| in_collection(path, collection, name))
-        .map(|(_, object)| object.clone())
-        .collect()
-}
-
 async fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -451,7 +340,9 @@ async fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> 
         let mut state = shared.state.lock().unwrap();
         let line = format!("{method} {}", req.uri());
         state.requests.push(line);
-        if let Some(refusal) = authorize(&mut state, &method, &path, &query) {
+        if let Some(rbac) = state.rbac.as_mut()
+            && let Some(refusal) = super::rbac::authorize(rbac, &method, &path, &query)
+        {
             return refusal;
         }
         if let Some(fault) = state
@@ -513,267 +404,5 @@ async fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> 
     if method != Method::GET {
         shared.changed.send_modify(|v| *v += 1);
     }
-    response
-}
-
-fn not_found(path: &str) -> Response<Body> {
-    status(
-        StatusCode::NOT_FOUND,
-        "NotFound",
-        format!("{path} not found"),
-    )
-}
-
-fn serve(
-    state: &mut State,
-    method: &Method,
-    path: String,
-    query: &BTreeMap<String, String>,
-    object: Value,
-) -> Response<Body> {
-    match *method {
-        Method::GET if is_collection(&path) => {
-            let name = selected_name(query);
-            let list = json!({
-                "kind": "List", "apiVersion": "v1",
-                "metadata": {"resourceVersion": state.next_version.to_string()},
-                "items": items(state, &path, name.as_deref()),
-            });
-            reply(StatusCode::OK, &list)
-        }
-        Method::GET => match state.objects.get(&path) {
-            Some(found) => reply(StatusCode::OK, found),
-            None => not_found(&path),
-        },
-        Method::POST => {
-            let Some(name) = object["metadata"]["name"].as_str() else {
-                return status(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "Invalid",
-                    "no name".into(),
-                );
-            };
-            let item = format!("{path}/{name}");
-            if state.objects.contains_key(&item) {
-                let message = format!("{item} already exists");
-                return status(StatusCode::CONFLICT, "AlreadyExists", message);
-            }
-            let stored = store(state, item, object, "ADDED");
-            reply(StatusCode::CREATED, &stored)
-        }
-        Method::PUT => {
-            let Some(current) = state.objects.get(&path).cloned() else {
-                return not_found(&path);
-            };
-            if let Some(conflict) = precondition(state, &path, &object, &current) {
-                return conflict;
-            }
-            let stored = store(state, path, object, "MODIFIED");
-            reply(StatusCode::OK, &stored)
-        }
-        Method::PATCH => {
-            let Some(mut current) = state.objects.get(&path).cloned() else {
-                return not_found(&path);
-            };
-            // As on the real server, a resourceVersion in the patch is a precondition.
-            let before = current.clone();
-            if let Some(conflict) = precondition(state, &path, &object, &before) {
-                return conflict;
-            }
-            json_patch::merge(&mut current, &object);
-            let stored = store(state, path, current, "MODIFIED");
-            reply(StatusCode::OK, &stored)
-        }
-        Method::DELETE => match remove(state, &path) {
-            Some(_) => reply(
-                StatusCode::OK,
-                &json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
-            ),
-            None => not_found(&path),
-        },
-        _ => status(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            method.to_string(),
-        ),
-    }
-}
-
-/// Checks the resourceVersion a write names against the stored one: a stale one gets the 409
-/// returned here (counted), none is an unconditional write (counted).
-fn precondition(
-    state: &mut State,
-    path: &str,
-    written: &Value,
-    current: &Value,
-) -> Option<Response<Body>> {
-    match written["metadata"]["resourceVersion"].as_str() {
-        None => {
-            *state.unconditional.entry(path.to_string()).or_default() += 1;
-            None
-        }
-        Some(sent) if Some(sent) != current["metadata"]["resourceVersion"].as_str() => {
-            *state.conflicts.entry(path.to_string()).or_default() += 1;
-            let message = format!(
-                "Operation cannot be fulfilled on {path}: the object has been modified; \
-                 please apply your changes to the latest version and try again (sent {sent})"
-            );
-            Some(status(StatusCode::CONFLICT, "Conflict", message))
-        }
-        Some(_) => None,
-    }
-}
-
-/// With a Role in force, the 403 a request not allowed by it gets (and the rule use recorded).
-fn authorize(
-    state: &mut State,
-    method: &Method,
-    path: &str,
-    query: &BTreeMap<String, String>,
-) -> Option<Response<Body>> {
-    let rbac = state.rbac.as_mut()?;
-    let request = access(method, path, query)?;
-    if request.namespace.as_deref() == Some(rbac.namespace.as_str())
-        && let Some(i) = rbac.rules.iter().position(|r| r.allows(&request))
-    {
-        rbac.used[i] = true;
-        return None;
-    }
-    let message = format!(
-        "{} {:?} is forbidden: User \"system:serviceaccount:{}:test\" cannot {} resource {:?} \
-         in API group {:?} in the namespace {:?}",
-        request.resource,
-        request.name.clone().unwrap_or_default(),
-        rbac.namespace,
-        request.verb,
-        request.resource,
-        request.group,
-        request.namespace.clone().unwrap_or_default()
-    );
-    rbac.denied.push(request);
-    Some(status(StatusCode::FORBIDDEN, "Forbidden", message))
-}
-
-fn store(state: &mut State, path: String, mut object: Value, kind: &'static str) -> Value {
-    state.next_version += 1;
-    let version = state.next_version;
-    object["metadata"]["resourceVersion"] = json!(version.to_string());
-    *state.writes.entry(path.clone()).or_default() += 1;
-    state.objects.insert(path.clone(), object.clone());
-    state.history.push((path.clone(), object.clone()));
-    state.log.push(Change {
-        version,
-        path,
-        kind,
-        object: object.clone(),
-    });
-    object
-}
-
-fn remove(state: &mut State, path: &str) -> Option<Value> {
-    let mut object = state.objects.remove(path)?;
-    state.next_version += 1;
-    let version = state.next_version;
-    object["metadata"]["resourceVersion"] = json!(version.to_string());
-    state.history.push((path.to_string(), object.clone()));
-    state.log.push(Change {
-        version,
-        path: path.to_string(),
-        kind: "DELETED",
-        object: object.clone(),
-    });
-    Some(object)
-}
-
-/// A watch: every change after `resourceVersion` in `collection` (matching the field
-/// selector), one JSON object per line, until the client leaves, the timeout passes, or
-/// [`FakeApi::close_watches`].
-fn watch_stream(
-    shared: &Arc<Shared>,
-    collection: String,
-    query: &BTreeMap<String, String>,
-) -> Response<Body> {
-    let name = selected_name(query);
-    let timeout = query
-        .get("timeoutSeconds")
-        .and_then(|t| t.parse().ok())
-        .map_or(Duration::from_secs(290), Duration::from_secs);
-    let from: u64 = query
-        .get("resourceVersion")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let gone = from < shared.state.lock().unwrap().compacted_below;
-    let deadline = tokio::time::Instant::now() + timeout;
-    struct Cursor {
-        shared: Arc<Shared>,
-        collection: String,
-        name: Option<String>,
-        last: u64,
-        gone: bool,
-        changed: watch::Receiver<u64>,
-        disconnect: watch::Receiver<u64>,
-        deadline: tokio::time::Instant,
-    }
-    let cursor = Cursor {
-        shared: Arc::clone(shared),
-        collection,
-        name,
-        last: from,
-        gone,
-        changed: shared.changed.subscribe(),
-        disconnect: shared.disconnect.subscribe(),
-        deadline,
-    };
-    let lines = futures_util::stream::unfold(cursor, |mut c| async move {
-        if c.gone {
-            let status = status_object(
-                410,
-                "Expired",
-                format!("too old resource version: {}", c.last),
-            );
-            let line = json!({"type": "ERROR", "object": status});
-            c.gone = false;
-            c.last = u64::MAX;
-            return Some((line, c));
-        }
-        if c.last == u64::MAX {
-            return None;
-        }
-        loop {
-            // A disconnect ends the stream before anything newer is sent.
-            if c.disconnect.has_changed().unwrap_or(true) {
-                return None;
-            }
-            c.changed.borrow_and_update();
-            let next = {
-                let state = c.shared.state.lock().unwrap();
-                state
-                    .log
-                    .iter()
-                    .find(|ch| {
-                        ch.version > c.last
-                            && in_collection(&ch.path, &c.collection, c.name.as_deref())
-                    })
-                    .cloned()
-            };
-            if let Some(change) = next {
-                c.last = change.version;
-                let line = json!({"type": change.kind, "object": change.object});
-                return Some((line, c));
-            }
-            tokio::select! {
-                r = c.changed.changed() => if r.is_err() { return None },
-                _ = c.disconnect.changed() => return None,
-                () = tokio::time::sleep_until(c.deadline) => return None,
-            }
-        }
-    });
-    let frames =
-        lines.map(|line| Ok::<_, Infallible>(Frame::data(Bytes::from(format!("{line}\n")))));
-    let mut response = Response::new(BodyExt::boxed(StreamBody::new(frames)));
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
     response
 }

@@ -12,7 +12,8 @@
 //!   exit status.
 //! - `pebble`: the Pebble ACME server and its DNS (pebble-challtestsrv) as child processes.
 //! - `fake_api`: an in-process Kubernetes API server (real JSON, resourceVersion checks,
-//!   lists and watches, injected faults, closed watches and 410 Gone).
+//!   lists and watches, injected faults, held requests, closed watches and 410 Gone, RBAC);
+//!   `fake_api_objects` serves requests against its objects, `fake_api_watch` its watches.
 //! - `rbac`: a Role's rules applied as the API server's authorizer would, for `fake_api`, and
 //!   the example Role of `manifests/examples/`.
 //! - `injector`: the injector's sidecar template and AdmissionReview requests.
@@ -28,6 +29,8 @@ pub mod child;
 pub mod client;
 pub mod echo;
 pub mod fake_api;
+mod fake_api_objects;
+mod fake_api_watch;
 pub mod identity;
 pub mod injector;
 pub mod key_formats;

@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use hyper::Method;
+use hyper::{Method, Response, StatusCode};
 use serde_json::Value;
 
-use super::fake_api::selected_name;
+use super::fake_api::Body;
+use super::fake_api_objects::{selected_name, status};
 
 /// One rule of a Role: what it allows.
 #[derive(Debug, Clone)]
@@ -65,6 +66,14 @@ pub struct Access {
     pub resource: String,
     pub namespace: Option<String>,
     pub name: Option<String>,
+}
+
+/// A Role in force: its namespace and rules, which rules were used, what was refused.
+pub(super) struct Rbac {
+    pub(super) namespace: String,
+    pub(super) rules: Vec<Rule>,
+    pub(super) used: Vec<bool>,
+    pub(super) denied: Vec<Access>,
 }
 
 /// The namespace and rules of the Role in `manifests/examples/sidecar-rbac.yaml`.
@@ -125,4 +134,34 @@ pub(super) fn access(
         namespace,
         name,
     })
+}
+
+/// The 403 `rbac` gives a request its rules do not allow (recorded); `None` when allowed
+/// (the rule used is recorded).
+pub(super) fn authorize(
+    rbac: &mut Rbac,
+    method: &Method,
+    path: &str,
+    query: &BTreeMap<String, String>,
+) -> Option<Response<Body>> {
+    let request = access(method, path, query)?;
+    if request.namespace.as_deref() == Some(rbac.namespace.as_str())
+        && let Some(i) = rbac.rules.iter().position(|r| r.allows(&request))
+    {
+        rbac.used[i] = true;
+        return None;
+    }
+    let message = format!(
+        "{} {:?} is forbidden: User \"system:serviceaccount:{}:test\" cannot {} resource {:?} \
+         in API group {:?} in the namespace {:?}",
+        request.resource,
+        request.name.clone().unwrap_or_default(),
+        rbac.namespace,
+        request.verb,
+        request.resource,
+        request.group,
+        request.namespace.clone().unwrap_or_default()
+    );
+    rbac.denied.push(request);
+    Some(status(StatusCode::FORBIDDEN, "Forbidden", message))
 }
