@@ -9,8 +9,8 @@
 //! retried on a 409, so concurrent writers never lose each other's updates.
 //!
 //! A watch keeps a local copy for reads, so handshakes look challenge answers up without an API
-//! call. While this replica holds the lock, reads go to the API instead: a decision to order
-//! never rests on a copy the watch has not brought up to date.
+//! call. While this replica holds the lock, the ordering state is read from the API instead: a
+//! decision to order never rests on a copy the watch has not brought up to date.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -160,17 +160,27 @@ impl<S: SecretApi, L: LeaseApi> SecretStore<S, L> {
     /// The Secret as reads should see it: from the API while holding the lock or before the
     /// first read, else the local copy.
     async fn current(&self) -> Result<Option<Versioned<SecretData>>, StoreError> {
-        if !self.held.load(Ordering::Acquire) {
-            let cached = self.cache.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            if let Cache::Known(secret) = cached {
-                return Ok(secret);
-            }
+        if self.held.load(Ordering::Acquire) {
+            return self.fetch().await;
         }
-        self.fetch().await
+        self.cached().await
+    }
+
+    /// The local copy; from the API only before the first read.
+    async fn cached(&self) -> Result<Option<Versioned<SecretData>>, StoreError> {
+        let cached = self.cache.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match cached {
+            Cache::Known(secret) => Ok(secret),
+            Cache::Unknown => self.fetch().await,
+        }
     }
 
     async fn load(&self) -> Result<Doc, StoreError> {
-        match self.current().await? {
+        self.decoded(self.current().await?)
+    }
+
+    fn decoded(&self, secret: Option<Versioned<SecretData>>) -> Result<Doc, StoreError> {
+        match secret {
             Some(secret) => self.decode(&secret.value, true),
             None => Ok(Doc::default()),
         }
@@ -344,7 +354,9 @@ impl<S: SecretApi, L: LeaseApi> AcmeStore for SecretStore<S, L> {
     }
 
     async fn load_challenges(&self) -> Result<Vec<ChallengeAnswer>, StoreError> {
-        Ok(self.load().await?.challenges)
+        // Looked up per handshake: always the local copy, never an API call (the lock holder
+        // wrote the answers itself, so its copy has them). A miss may ask for a fresh read.
+        Ok(self.decoded(self.cached().await?)?.challenges)
     }
 
     async fn save_challenges(&self, answers: &[ChallengeAnswer]) -> Result<(), StoreError> {
@@ -401,10 +413,7 @@ impl<S: SecretApi, L: LeaseApi> AcmeStore for SecretStore<S, L> {
         *last = Some(Instant::now());
         let secret = self.fetch().await?;
         drop(last);
-        match secret {
-            Some(secret) => Ok(self.decode(&secret.value, true)?.challenges),
-            None => Ok(Vec::new()),
-        }
+        Ok(self.decoded(secret)?.challenges)
     }
 }
 

@@ -113,6 +113,10 @@ async fn the_lock_holder_reads_from_the_api_and_others_from_their_copy() {
     let gets = *secret.gets.lock().unwrap();
     assert_eq!(b.load_cert().await.unwrap(), Some(cert()));
     assert!(*secret.gets.lock().unwrap() > gets, "read from the API");
+    // Challenge lookups (one per acme-tls/1 handshake) never are, not even for the holder.
+    let gets = *secret.gets.lock().unwrap();
+    assert_eq!(b.load_challenges().await.unwrap(), vec![]);
+    assert_eq!(*secret.gets.lock().unwrap(), gets);
 }
 
 #[tokio::test(start_paused = true)]
