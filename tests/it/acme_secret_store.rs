@@ -29,14 +29,14 @@ const STORE: &str = "chat-acme";
 const SECRET: &str = "/api/v1/namespaces/team/secrets/chat-acme";
 const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/team/leases/chat-acme";
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/team/leases";
-const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/team/events";
+pub const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/team/events";
 /// What Pebble logs for each order placed.
 const NEW_ORDER: &str = "POST /order-plz";
 
 /// Pebble, the API server with the example Role in force, and the echo app.
-struct Cluster {
-    api: FakeApi,
-    pebble: Pebble,
+pub struct Cluster {
+    pub api: FakeApi,
+    pub pebble: Pebble,
     app: EchoServer,
     port: u16,
     kubeconfig: PathBuf,
@@ -44,7 +44,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    async fn start() -> Cluster {
+    pub async fn start() -> Cluster {
         let (pebble, port) = pebble_for_replicas().await;
         let api = FakeApi::start().await;
         let (namespace, rules) = example_role();
@@ -62,8 +62,9 @@ impl Cluster {
         }
     }
 
-    /// Replica `i` (0-based) on 127.0.0.(i+1), as pod `chat-i`.
-    async fn replica(&self, i: usize, poll_interval: &str, lease_duration: &str) -> Sidecar {
+    /// Replica `i` (0-based) on 127.0.0.(i+1), as pod `chat-i`, ordering every name, with
+    /// `extra` flags.
+    pub async fn replica(&self, i: usize, extra: &[&str]) -> Sidecar {
         let mut args = vec![
             "--upstream".to_string(),
             self.app.addr().to_string(),
@@ -75,11 +76,8 @@ impl Cluster {
             format!("secret:{STORE}"),
             "--acme-email".into(),
             "ops@acme.test".into(),
-            "--acme-poll-interval".into(),
-            poll_interval.into(),
-            "--acme-lease-duration".into(),
-            lease_duration.into(),
         ];
+        args.extend(extra.iter().map(|s| s.to_string()));
         for name in NAMES {
             args.extend(["--acme-domain".to_string(), name.to_string()]);
         }
@@ -97,10 +95,16 @@ impl Cluster {
     /// Starts three replicas that cannot take the Lease (403) until all three listen, so no
     /// validation reaches a replica that is not up yet; then lets them race for it.
     async fn replicas(&self, poll_interval: &str, lease_duration: &str) -> Vec<Sidecar> {
+        let extra = [
+            "--acme-poll-interval",
+            poll_interval,
+            "--acme-lease-duration",
+            lease_duration,
+        ];
         self.api.fail(Method::GET, LEASES, 403, None);
         let mut replicas = Vec::new();
         for i in 0..IPS.len() {
-            replicas.push(self.replica(i, poll_interval, lease_duration).await);
+            replicas.push(self.replica(i, &extra).await);
         }
         self.api.clear_faults();
         replicas
@@ -133,7 +137,7 @@ impl Cluster {
     }
 }
 
-async fn wait_ready(replica: &Sidecar) {
+pub async fn wait_ready(replica: &Sidecar) {
     let admin = replica.admin;
     wait_until("the replica is ready", ISSUE_TIMEOUT, || async move {
         http_get(admin, "/readyz")

@@ -3,6 +3,7 @@
 mod acme;
 mod acme_renewal;
 mod acme_replicas;
+mod acme_secret_renewal;
 mod acme_secret_store;
 mod acme_store_race;
 mod browser;
