@@ -33,6 +33,22 @@ async fn issued_proxy(extra: &[&str]) -> (Pebble, TestProxy, EchoServer, tempfil
     (pebble, proxy, app, store)
 }
 
+/// Waits until a fresh handshake as `name` at `addr` shows a leaf other than `old`.
+pub async fn wait_for_new_leaf(
+    addr: std::net::SocketAddr,
+    name: &str,
+    config: &std::sync::Arc<rustls::ClientConfig>,
+    old: &rustls_pki_types::CertificateDer<'static>,
+) {
+    wait_until("a renewed certificate is served", ISSUE_TIMEOUT, || async {
+        match tls_connect(addr, name, config.clone()).await {
+            Ok(tls) => peer_leaf(&tls) != *old,
+            Err(_) => false,
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_forced_renewal_swaps_the_certificate_under_a_live_websocket() {
     let (pebble, proxy, _app, _store) = issued_proxy(&["--acme-renew-before", ALWAYS_RENEW]).await;
@@ -44,19 +60,7 @@ async fn a_forced_renewal_swaps_the_certificate_under_a_live_websocket() {
     let first = peer_leaf(ws.get_ref());
     assert_echo(&mut ws, Message::text("before renewal")).await;
 
-    let addr = proxy.addr;
-    let (first_ref, config_ref) = (&first, &config);
-    wait_until(
-        "a renewed certificate is served",
-        ISSUE_TIMEOUT,
-        || async move {
-            match tls_connect(addr, NAMES[0], config_ref.clone()).await {
-                Ok(tls) => peer_leaf(&tls) != *first_ref,
-                Err(_) => false,
-            }
-        },
-    )
-    .await;
+    wait_for_new_leaf(proxy.addr, NAMES[0], &config, &first).await;
     assert!(proxy.metric(ORDERS, &[("result", "success")]).await >= 2.0);
     // The connection opened before the swap is untouched.
     assert_echo(&mut ws, Message::text("after renewal")).await;

@@ -4,6 +4,7 @@
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::acme::ISSUE_TIMEOUT;
+use crate::acme_renewal::wait_for_new_leaf;
 use crate::acme_replicas::{IPS, NAMES};
 use crate::acme_secret_store::{Cluster, EVENTS, wait_ready};
 use crate::support::*;
@@ -30,18 +31,7 @@ async fn a_renewal_is_served_under_a_live_websocket_and_reported_as_an_event() {
     let first = peer_leaf(ws.get_ref());
     assert_echo(&mut ws, Message::text("before the renewal")).await;
 
-    let (addr, first, config) = (replica.addr, &first, &config);
-    wait_until(
-        "a renewed certificate is served",
-        ISSUE_TIMEOUT,
-        || async move {
-            match tls_connect(addr, NAMES[0], config.clone()).await {
-                Ok(tls) => peer_leaf(&tls) != *first,
-                Err(_) => false,
-            }
-        },
-    )
-    .await;
+    wait_for_new_leaf(replica.addr, NAMES[0], &config, &first).await;
     assert_echo(&mut ws, Message::text("after the renewal")).await;
     let reasons = |api: &crate::support::fake_api::FakeApi| -> Vec<String> {
         api.list(EVENTS)
