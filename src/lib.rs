@@ -32,21 +32,25 @@
 pub mod acme;
 pub mod admin;
 pub mod certs;
+pub(crate) mod clock;
 pub mod config;
-pub mod connection;
 pub mod demo;
+pub(crate) mod file_watch;
 pub mod forward;
 pub mod health;
 pub mod http_serve;
 pub mod injector;
 pub mod k8s;
-pub mod listener;
 pub mod metrics;
 pub mod proxy;
-pub mod quickstart;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
 
 /// The exit code for bad configuration (`EX_USAGE`).
-pub const EXIT_CONFIG: i32 = 64;
+pub const EXIT_CONFIG: u8 = 64;
+
+/// The exit code of a failed run: [`EXIT_CONFIG`] when `flag` is at fault, else 1.
+pub fn exit_code(flag: Option<&str>) -> u8 {
+    if flag.is_some() { EXIT_CONFIG } else { 1 }
+}

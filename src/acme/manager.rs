@@ -11,13 +11,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::cert_info::CertInfo;
+use super::config::AcmeConfig;
 use super::lock;
 use super::order::{self, OrderError};
 use super::schedule;
 use super::store::{AcmeStore, Attempt, HISTORY_LEN, RenewalState, StoredCert};
-use crate::certs::pair::epoch_seconds;
 use crate::certs::{Publisher, load_pair};
-use crate::config::acme::AcmeConfig;
+use crate::clock::epoch_seconds;
 use crate::k8s::Reason;
 use crate::metrics::{ErrorClass, Metrics, Outcome};
 use crate::tls;

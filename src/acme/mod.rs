@@ -1,6 +1,7 @@
 //! Automatic certificates from an ACME CA (Let's Encrypt): ordered once for all replicas that
 //! share a store, renewed on schedule, published into the certificate store like any source.
 //!
+//! - [`config`]: what the manager is told (names, CA, store, challenge, timing).
 //! - [`store`]: what is kept and shared, behind the [`AcmeStore`] trait; [`dir_store`] keeps
 //!   it in a directory, [`secret_store`] in a Kubernetes Secret with a Lease as the lock.
 //! - [`manager`]: the renewal loop (lock, order, back-off); [`schedule`] its timing;
@@ -10,6 +11,7 @@
 
 pub mod cert_info;
 pub mod challenge;
+pub mod config;
 pub mod dir_store;
 pub mod http01;
 pub mod lock;
@@ -20,6 +22,7 @@ pub mod secret_store;
 pub mod store;
 
 pub use challenge::ChallengeResponder;
+pub use config::{AcmeConfig, ChallengeKind, StoreLocation};
 pub use dir_store::DirStore;
 pub use manager::Manager;
 pub use secret_store::SecretStore;

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::pair::{CertError, fingerprint, load_pair};
 use super::store::Publisher;
-use super::watch::{self, Refresh};
+use crate::file_watch::{self, Refresh};
 
 /// How many times to re-read when the files changed under us during a read.
 const READ_ATTEMPTS: usize = 3;
@@ -75,7 +75,7 @@ impl DirSource {
         poll_interval: Duration,
         stop: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
-        watch::spawn_watch(self.dir.clone(), self, poll_interval, stop)
+        file_watch::spawn_watch(self.dir.clone(), self, poll_interval, stop)
     }
 
     /// The source's label.

@@ -9,7 +9,6 @@ pub mod pair;
 pub mod secret_source;
 pub mod self_signed;
 pub mod store;
-pub(crate) mod watch;
 
 pub use dir_source::DirSource;
 pub use pair::{CertError, LoadedCert, load_pair};

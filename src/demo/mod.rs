@@ -9,8 +9,10 @@
 //! - `routes.rs`: `/`, `/healthz` and the `/ws` upgrade checks.
 //! - `echo.rs`: the WebSocket echo session and its size limits.
 //! - `page.html`: the page, self-contained (no external scripts, fonts or CDNs).
+//! - [`quickstart`]: `wss-sidecar demo`, this app behind the proxy.
 
 mod echo;
+pub mod quickstart;
 mod routes;
 
 use std::convert::Infallible;

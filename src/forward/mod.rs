@@ -11,6 +11,6 @@ mod upstream;
 
 pub use duplex::{CloseReason, Counters, Timeouts, forward};
 pub use head_reader::HeadFailure;
-pub use preamble::{Preamble, Refusal};
-pub use proxy_protocol::TlsFacts;
-pub use upstream::{ConnectError, UpstreamStream, connect};
+pub use preamble::{ClientConfig, ForwardedHeaders, Preamble, Refusal};
+pub use proxy_protocol::{ProxyProtocol, TlsFacts};
+pub use upstream::{ConnectError, Upstream, UpstreamStream, connect};

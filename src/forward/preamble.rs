@@ -9,10 +9,32 @@ use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
 use super::head_reader::{HeadFailure, read_head, refuse};
+use super::proxy_protocol::ProxyProtocol;
 use super::proxy_protocol::{self, TlsFacts};
 use super::request_head::ClientFacts;
-use crate::config::{ClientConfig, ForwardedHeaders, ProxyProtocol};
-use crate::tls::{AllowList, ClientIdentity};
+use crate::tls::{AllowList, ClientCa, ClientIdentity};
+
+/// `--forwarded-headers` and its limits.
+#[derive(Debug, Clone)]
+pub struct ForwardedHeaders {
+    /// `--trust-forwarded`.
+    pub trusted: Vec<ipnet::IpNet>,
+    /// `--max-request-head`.
+    pub max_head: usize,
+    /// `--request-head-timeout`.
+    pub timeout: std::time::Duration,
+}
+
+/// Who the client is and what the upstream is told, validated.
+#[derive(Debug, Clone, Default)]
+pub struct ClientConfig {
+    /// `--proxy-protocol`; `None` = off.
+    pub proxy_protocol: Option<ProxyProtocol>,
+    /// `--forwarded-headers`; `None` = off.
+    pub forwarded_headers: Option<ForwardedHeaders>,
+    /// `--client-ca`; `None` = no client certificates.
+    pub client_ca: Option<ClientCa>,
+}
 
 /// What a client outside `--allow-san`/`--allow-cn` is told before the close.
 const FORBIDDEN: &[u8] = b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\n\

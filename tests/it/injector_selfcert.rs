@@ -11,9 +11,8 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use wss_sidecar::certs::CertStore;
-use wss_sidecar::injector::selfcert::api::{ApiError, ClusterApi};
-use wss_sidecar::injector::selfcert::kube_api::KubeApi;
-use wss_sidecar::injector::selfcert::{Manager, Role};
+use wss_sidecar::injector::selfcert::{Manager, Objects, Role};
+use wss_sidecar::k8s::{ApiError, SecretApi};
 use wss_sidecar::metrics::Metrics;
 use wss_sidecar::tls::{self, Resolver};
 
@@ -48,8 +47,8 @@ async fn cluster() -> FakeApi {
     api
 }
 
-fn kube_api(api: &FakeApi) -> KubeApi {
-    KubeApi::new(
+fn kube_api(api: &FakeApi) -> Objects {
+    Objects::kube(
         api.client(),
         NS,
         "injector-tls",
@@ -59,7 +58,7 @@ fn kube_api(api: &FakeApi) -> KubeApi {
 }
 
 /// One replica: its manager and the store its handshakes read.
-fn replica(api: &FakeApi, identity: &str) -> (Manager<KubeApi>, Arc<CertStore>) {
+fn replica(api: &FakeApi, identity: &str) -> (Manager, Arc<CertStore>) {
     let store = CertStore::new(Arc::new(Metrics::new()));
     let publisher = store.register("self-managed");
     let names = vec![SERVICE.to_string()];
@@ -234,7 +233,8 @@ async fn racing_replicas_get_one_leader_and_stale_writes_conflict() {
 
     let direct = kube_api(&api);
     let err = direct
-        .put_secret(Default::default(), Some("1".into()))
+        .secret
+        .update(Default::default(), "1")
         .await
         .unwrap_err();
     assert!(matches!(err, ApiError::Conflict), "{err}");

@@ -12,8 +12,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::config::Upstream;
-use crate::forward::{self, CloseReason, Counters, Preamble, Timeouts};
+use crate::forward::{self, CloseReason, Counters, Preamble, Timeouts, Upstream};
 use crate::metrics::Metrics;
 use crate::tls;
 
