@@ -240,6 +240,53 @@ async fn racing_replicas_get_one_leader_and_stale_writes_conflict() {
     assert!(matches!(err, ApiError::Conflict), "{err}");
 }
 
+/// With the chart's Role and ClusterRole in force (`manifests/wss-sidecar.yaml`), leadership,
+/// the first certificate, the caBundle and a renewal (a merge patch of the Secret: the crate's
+/// one Secret write) are all allowed, and every rule is needed by one of them.
+#[tokio::test]
+async fn the_charts_rbac_allows_exactly_what_the_self_managed_certificate_does() {
+    const SECRET: &str = "/api/v1/namespaces/wss-sidecar/secrets/wss-sidecar-injector-tls";
+    let api = cluster().await;
+    let (namespace, rules, cluster_rules) = crate::support::rbac::injector_roles();
+    assert_eq!(namespace, NS);
+    api.enforce_role(&namespace, rules);
+    api.enforce_cluster_role(cluster_rules);
+    let replica = |identity: &str| {
+        let store = CertStore::new(Arc::new(Metrics::new()));
+        let objects = Objects::kube(
+            api.client(),
+            NS,
+            "wss-sidecar-injector-tls",
+            "wss-sidecar-injector-cert",
+            "wss-sidecar-injector",
+        );
+        let names = vec![SERVICE.to_string()];
+        Manager::new(
+            objects,
+            identity.into(),
+            names,
+            store.register("self-managed"),
+        )
+    };
+    let (mut a, mut b) = (replica("injector-a"), replica("injector-b"));
+    let now = SystemTime::now();
+    assert_eq!(a.reconcile(now).await.unwrap(), Role::Leader);
+    assert_eq!(b.reconcile(now).await.unwrap(), Role::Follower);
+    assert_eq!(a.reconcile(now + 61 * DAY).await.unwrap(), Role::Leader);
+    assert_eq!(api.writes(SECRET), 2, "created, then renewed");
+    assert_eq!(
+        api.unconditional_writes(),
+        0,
+        "every write names its version"
+    );
+    assert_eq!(api.denied(), vec![], "the chart's RBAC allowed it all");
+    assert_eq!(
+        api.unused_rules(),
+        Vec::<usize>::new(),
+        "every rule was needed"
+    );
+}
+
 /// The real binary in its default mode (no --cert-dir) against the fake cluster: it makes its
 /// certificate, sets the caBundle, and answers an AdmissionReview over HTTPS that a client
 /// trusting only that caBundle accepts: what the API server does after `helm install`.
