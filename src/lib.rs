@@ -30,15 +30,13 @@
 #![forbid(unsafe_code)]
 
 pub mod acme;
-pub mod admin;
 pub mod certs;
 pub(crate) mod clock;
 pub mod config;
 pub mod demo;
 pub(crate) mod file_watch;
 pub mod forward;
-pub mod health;
-pub mod http_serve;
+pub(crate) mod http;
 pub mod injector;
 pub mod k8s;
 pub mod metrics;

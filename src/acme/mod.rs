@@ -7,13 +7,13 @@
 //! - [`manager`]: the renewal loop (lock, order, back-off); [`schedule`] its timing;
 //!   [`lock`] keeps the ordering lock while an order runs.
 //! - [`order`]: one order with instant-acme; [`cert_info`]: what renewal reads from a cert.
-//! - [`challenge`] and [`http01`]: answering the CA's validation from the store.
+//! - [`challenge`]: answering the CA's validation from the store (TLS-ALPN-01 here, HTTP-01
+//!   through [`crate::http::plain`]).
 
 pub mod cert_info;
 pub mod challenge;
 pub mod config;
 pub mod dir_store;
-pub mod http01;
 pub mod lock;
 pub mod manager;
 pub mod order;

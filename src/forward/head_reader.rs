@@ -2,23 +2,18 @@
 //! it ([`super::request_head`]); a bad head is answered 400 or 431 and closed, never forwarded.
 
 use std::io;
-use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use hyper::StatusCode;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::Instant;
 
 use super::request_head::{ClientFacts, HeadError, rewrite};
+use crate::http::canned::{self, Close};
 
-const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\
-Content-Length: 23\r\nConnection: close\r\n\r\nMalformed request head\n";
-const TOO_LARGE: &[u8] =
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n\
-Content-Length: 23\r\nConnection: close\r\n\r\nRequest head too large\n";
-/// How long a refusal may take to go out (and the client's leftover bytes to be drained)
-/// before the connection is dropped anyway.
-const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
-/// Most leftover bytes drained after a refusal (see [`read_head`]).
-const LINGER_MAX: usize = 64 * 1024;
+/// What a malformed head is answered with (400).
+const BAD_REQUEST: &str = "Malformed request head\n";
+/// What an oversized head is answered with (431).
+const TOO_LARGE: &str = "Request head too large\n";
 
 /// Why no head was forwarded. Each ends only its own connection.
 #[derive(Debug, thiserror::Error)]
@@ -67,36 +62,14 @@ where
 {
     let result = read(client, facts, max, deadline).await;
     let answer = match &result {
-        Err(HeadFailure::Malformed(_)) => BAD_REQUEST,
-        Err(HeadFailure::TooLarge) => TOO_LARGE,
+        Err(HeadFailure::Malformed(_)) => canned::answer(StatusCode::BAD_REQUEST, BAD_REQUEST),
+        Err(HeadFailure::TooLarge) => {
+            canned::answer(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, TOO_LARGE)
+        }
         _ => return result,
     };
-    refuse(client, answer).await;
+    canned::goodbye(client, &answer, Close::Lingering).await;
     result
-}
-
-/// Sends `answer`, closes our side, and drains what the client still sends, all within
-/// [`GOODBYE_TIMEOUT`].
-pub(super) async fn refuse<S>(client: &mut S, answer: &[u8])
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let _ = tokio::time::timeout(GOODBYE_TIMEOUT, async {
-        client.write_all(answer).await?;
-        client.shutdown().await?;
-        // A lingering close: closing a socket with unread bytes resets the connection, and
-        // the reset can overtake the answer, so drain what the client is still sending.
-        let mut sink = [0u8; 1024];
-        let mut drained = 0;
-        while drained < LINGER_MAX {
-            match client.read(&mut sink).await? {
-                0 => break,
-                n => drained += n,
-            }
-        }
-        Ok::<_, io::Error>(())
-    })
-    .await;
 }
 
 async fn read<S>(
@@ -138,6 +111,10 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+
     use super::*;
 
     fn facts() -> ClientFacts<'static> {

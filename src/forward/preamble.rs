@@ -4,14 +4,16 @@
 
 use std::net::SocketAddr;
 
+use hyper::StatusCode;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
-use super::head_reader::{HeadFailure, read_head, refuse};
+use super::head_reader::{HeadFailure, read_head};
 use super::proxy_protocol::ProxyProtocol;
 use super::proxy_protocol::{self, TlsFacts};
 use super::request_head::ClientFacts;
+use crate::http::canned::{self, Close};
 use crate::tls::{AllowList, ClientCa, ClientIdentity};
 
 /// `--forwarded-headers` and its limits.
@@ -36,9 +38,8 @@ pub struct ClientConfig {
     pub client_ca: Option<ClientCa>,
 }
 
-/// What a client outside `--allow-san`/`--allow-cn` is told before the close.
-const FORBIDDEN: &[u8] = b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\n\
-Content-Length: 40\r\nConnection: close\r\n\r\nThis client certificate is not allowed.\n";
+/// What a client outside `--allow-san`/`--allow-cn` is told (403) before the close.
+const FORBIDDEN: &str = "This client certificate is not allowed.\n";
 
 /// The version as HAProxy's `ssl_fc_protocol` spells it.
 fn version_name(version: rustls::ProtocolVersion) -> Option<&'static str> {
@@ -113,7 +114,8 @@ impl Preamble {
             .and_then(|chain| chain.first())
             .and_then(ClientIdentity::from_leaf);
         if !self.allow.allows(identity.as_ref()) {
-            refuse(client, FORBIDDEN).await;
+            let answer = canned::answer(StatusCode::FORBIDDEN, FORBIDDEN);
+            canned::goodbye(client, &answer, Close::Lingering).await;
             return Err(Refusal::NotAllowed);
         }
         let (tcp, tls) = client.get_ref();

@@ -7,7 +7,7 @@
 //! - [`container`]: the injected container and its volumes.
 //! - [`patch`], [`inject`]: the JSON Patch for one pod, or why it is skipped or denied.
 //! - [`review`]: `AdmissionReview` JSON in and out (patch base64 on the wire).
-//! - [`server`]: the HTTPS server.
+//! - [`webhook`]: the webhook's HTTPS handler, on the crate's one small-HTTP server.
 //! - [`selfcert`]: the self-managed serving certificate (Secret + Lease + `caBundle`).
 
 pub mod annotations;
@@ -18,7 +18,7 @@ pub mod inject;
 pub mod patch;
 pub mod review;
 pub mod selfcert;
-pub mod server;
+pub(crate) mod webhook;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -32,9 +32,9 @@ pub use container::{SidecarMode, SidecarTemplate};
 pub use flags::{ProxyFlags, ProxyLine};
 pub use inject::{Outcome, inject};
 
-use crate::admin::{self, AdminState};
 use crate::certs::{CertStore, DirSource};
-use crate::health::Readiness;
+use crate::http::Readiness;
+use crate::http::admin::{self, AdminState};
 use crate::k8s::ApiError;
 use crate::metrics::Metrics;
 use crate::tls::{self, Resolver};
@@ -115,13 +115,13 @@ pub async fn run(
         tokio::spawn(admin::serve(admin_listener, state, stop.child_token()));
     }
     let image = config.template.image.clone();
-    let state = Arc::new(server::WebhookState {
+    let state = Arc::new(webhook::WebhookState {
         template: Arc::new(config.template),
         readiness: Arc::clone(&readiness),
     });
     let serve_stop = stop.child_token();
     let https_addr = listeners.https.local_addr().ok();
-    let serving = tokio::spawn(server::serve(
+    let serving = tokio::spawn(webhook::serve(
         listeners.https,
         tokio_rustls::TlsAcceptor::from(tls_config),
         state,

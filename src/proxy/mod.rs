@@ -21,14 +21,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::acme::http01::{self, HttpState};
-use crate::acme::{AcmeStore, ChallengeResponder, DirStore, Manager, SecretStore};
-use crate::acme::{ChallengeKind, StoreLocation};
-use crate::admin::{self, AdminState};
+use crate::acme::{
+    AcmeStore, ChallengeKind, ChallengeResponder, DirStore, Manager, SecretStore, StoreLocation,
+};
 use crate::certs::{CertStore, DirSource, SecretSource, self_signed};
 use crate::forward::Preamble;
 use crate::forward::{Counters, Timeouts};
-use crate::health::Readiness;
+use crate::http::Readiness;
+use crate::http::admin::{self, AdminState};
+use crate::http::plain::{self, Http01Answers, PlainState};
 use crate::k8s::client::{KubeLease, KubeSecret};
 use crate::k8s::{self, Events, ObjectRef};
 use crate::metrics::Metrics;
@@ -157,11 +158,13 @@ pub async fn run(
         tokio::spawn(admin::serve(admin_listener, state, admin_stop.clone()));
     }
     if let Some(http_listener) = listeners.http {
-        let state = Arc::new(HttpState {
-            responder: acme.clone(),
+        let state = Arc::new(PlainState {
+            answers: acme
+                .clone()
+                .map(|responder| responder as Arc<dyn Http01Answers>),
             https_port: listeners.tls.local_addr().map_or(443, |a| a.port()),
         });
-        tokio::spawn(http01::serve(http_listener, state, admin_stop.clone()));
+        tokio::spawn(plain::serve(http_listener, state, admin_stop.clone()));
     }
 
     let ctx = Arc::new(ConnectionContext {
