@@ -60,7 +60,35 @@ pub async fn read_head<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let result = read(client, facts, max, deadline).await;
+    let result = async {
+        let mut buf = vec![0u8; max];
+        let mut filled = 0;
+        loop {
+            if filled == max {
+                return Err(HeadFailure::TooLarge);
+            }
+            let n = match tokio::time::timeout_at(deadline, client.read(&mut buf[filled..])).await {
+                Err(_) => return Err(HeadFailure::Timeout),
+                Ok(Err(err)) => return Err(HeadFailure::Io(err)),
+                Ok(Ok(0)) => return Err(HeadFailure::Eof),
+                Ok(Ok(n)) => n,
+            };
+            let line_ended = buf[filled..filled + n].contains(&b'\n');
+            filled += n;
+            // A head can only be complete (or shown malformed) once a line has ended; skipping
+            // the parse otherwise keeps a byte-at-a-time client from costing a parse per byte.
+            if !line_ended {
+                continue;
+            }
+            match rewrite(&buf[..filled], facts) {
+                Ok(Some(out)) => return Ok(out),
+                Ok(None) => {}
+                Err(HeadError::TooLarge) => return Err(HeadFailure::TooLarge),
+                Err(err) => return Err(HeadFailure::Malformed(err)),
+            }
+        }
+    }
+    .await;
     let answer = match &result {
         Err(HeadFailure::Malformed(_)) => canned::answer(StatusCode::BAD_REQUEST, BAD_REQUEST),
         Err(HeadFailure::TooLarge) => {
@@ -70,43 +98,6 @@ where
     };
     canned::goodbye(client, &answer, Close::Lingering).await;
     result
-}
-
-async fn read<S>(
-    client: &mut S,
-    facts: &ClientFacts<'_>,
-    max: usize,
-    deadline: Instant,
-) -> Result<Vec<u8>, HeadFailure>
-where
-    S: AsyncRead + Unpin,
-{
-    let mut buf = vec![0u8; max];
-    let mut filled = 0;
-    loop {
-        if filled == max {
-            return Err(HeadFailure::TooLarge);
-        }
-        let n = match tokio::time::timeout_at(deadline, client.read(&mut buf[filled..])).await {
-            Err(_) => return Err(HeadFailure::Timeout),
-            Ok(Err(err)) => return Err(HeadFailure::Io(err)),
-            Ok(Ok(0)) => return Err(HeadFailure::Eof),
-            Ok(Ok(n)) => n,
-        };
-        let line_ended = buf[filled..filled + n].contains(&b'\n');
-        filled += n;
-        // A head can only be complete (or shown malformed) once a line has ended; skipping
-        // the parse otherwise keeps a byte-at-a-time client from costing a parse per byte.
-        if !line_ended {
-            continue;
-        }
-        match rewrite(&buf[..filled], facts) {
-            Ok(Some(out)) => return Ok(out),
-            Ok(None) => {}
-            Err(HeadError::TooLarge) => return Err(HeadFailure::TooLarge),
-            Err(err) => return Err(HeadFailure::Malformed(err)),
-        }
-    }
 }
 
 #[cfg(test)]

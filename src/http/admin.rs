@@ -26,6 +26,23 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
 }
 
+/// Serves the admin endpoint on `listener` (when there is one) in a task of its own, until
+/// `stop`.
+pub fn spawn(
+    listener: Option<TcpListener>,
+    readiness: &Arc<Readiness>,
+    metrics: &Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    if let Some(listener) = listener {
+        let state = Arc::new(AdminState {
+            readiness: Arc::clone(readiness),
+            metrics: Arc::clone(metrics),
+        });
+        tokio::spawn(serve(listener, state, stop));
+    }
+}
+
 /// Serves the admin endpoint on `listener` until `stop`.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: CancellationToken) {
     let handler = move |req: Request<_>, _: &server::Conn| {

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 pub use config::{Config, SelfManaged, ServingCert};
 pub use container::{SidecarMode, SidecarTemplate};
@@ -34,7 +34,7 @@ pub use inject::{Outcome, inject};
 
 use crate::certs::{CertStore, DirSource};
 use crate::http::Readiness;
-use crate::http::admin::{self, AdminState};
+use crate::http::admin;
 use crate::k8s::ApiError;
 use crate::metrics::Metrics;
 use crate::tls::{self, Resolver};
@@ -91,15 +91,8 @@ pub async fn run(
     let _stop_all = stop.clone().drop_guard();
     match &config.serving_cert {
         ServingCert::Dir(dir) => {
-            let publisher = store.register(format!("dir:{}", dir.display()));
-            let mut source = DirSource::new(dir.clone(), publisher, tls::provider());
-            if !source.reload().await {
-                warn!(
-                    cert.source = source.label(),
-                    "no valid serving certificate yet; waiting"
-                );
-            }
-            source.spawn_watch(CERT_POLL_INTERVAL, stop.child_token());
+            let (poll, stop) = (CERT_POLL_INTERVAL, stop.child_token());
+            DirSource::start(&store, dir, tls::provider(), poll, stop).await;
         }
         ServingCert::SelfManaged(managed) => {
             spawn_self_managed(managed, &store, stop.child_token()).await?
@@ -107,13 +100,7 @@ pub async fn run(
     }
     let tls_config = tls::server_config(Arc::new(Resolver::new(Arc::clone(&store))), None)?;
     let readiness = Arc::new(Readiness::new(Arc::clone(&store)));
-    if let Some(admin_listener) = listeners.admin {
-        let state = Arc::new(AdminState {
-            readiness: Arc::clone(&readiness),
-            metrics,
-        });
-        tokio::spawn(admin::serve(admin_listener, state, stop.child_token()));
-    }
+    admin::spawn(listeners.admin, &readiness, &metrics, stop.child_token());
     let image = config.template.image.clone();
     let state = Arc::new(webhook::WebhookState {
         template: Arc::new(config.template),

@@ -28,7 +28,7 @@ use crate::certs::{CertStore, DirSource, SecretSource, self_signed};
 use crate::forward::Preamble;
 use crate::forward::{Counters, Timeouts};
 use crate::http::Readiness;
-use crate::http::admin::{self, AdminState};
+use crate::http::admin;
 use crate::http::plain::{self, Http01Answers, PlainState};
 use crate::k8s::client::{KubeLease, KubeSecret};
 use crate::k8s::{self, Events, ObjectRef};
@@ -115,15 +115,15 @@ pub async fn run(
         store.register("self-signed").publish(cert);
     }
     for dir in &config.cert_dirs {
-        let publisher = store.register(format!("dir:{}", dir.display()));
-        let mut source = DirSource::new(dir.clone(), publisher, tls::provider());
-        if !source.reload().await {
-            warn!(
-                cert.source = source.label(),
-                "no valid certificate yet; waiting for one"
-            );
-        }
-        source.spawn_watch(config.cert_poll_interval, sources_stop.child_token());
+        let stop = sources_stop.child_token();
+        DirSource::start(
+            &store,
+            dir,
+            tls::provider(),
+            config.cert_poll_interval,
+            stop,
+        )
+        .await;
     }
 
     if let Some(client) = &cluster {
@@ -150,13 +150,7 @@ pub async fn run(
     let admin_stop = CancellationToken::new();
     let _stop_admin = admin_stop.clone().drop_guard();
     let admin_addr = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
-    if let Some(admin_listener) = listeners.admin {
-        let state = Arc::new(AdminState {
-            readiness: Arc::clone(&readiness),
-            metrics: Arc::clone(&metrics),
-        });
-        tokio::spawn(admin::serve(admin_listener, state, admin_stop.clone()));
-    }
+    admin::spawn(listeners.admin, &readiness, &metrics, admin_stop.clone());
     if let Some(http_listener) = listeners.http {
         let state = Arc::new(PlainState {
             answers: acme
