@@ -35,7 +35,7 @@ pub(crate) mod clock;
 pub mod config;
 pub mod demo;
 pub(crate) mod file_watch;
-pub mod forward;
+pub(crate) mod forward;
 pub(crate) mod http;
 pub mod injector;
 pub mod k8s;

@@ -10,15 +10,15 @@
 //! - [`challenge`]: answering the CA's validation from the store (TLS-ALPN-01 here, HTTP-01
 //!   through [`crate::http::plain`]).
 
-pub mod cert_info;
-pub mod challenge;
-pub mod config;
-pub mod dir_store;
-pub mod lock;
-pub mod manager;
-pub mod order;
-pub mod schedule;
-pub mod secret_store;
+pub(crate) mod cert_info;
+pub(crate) mod challenge;
+pub(crate) mod config;
+pub(crate) mod dir_store;
+pub(crate) mod lock;
+pub(crate) mod manager;
+pub(crate) mod order;
+pub(crate) mod schedule;
+pub(crate) mod secret_store;
 pub mod store;
 
 pub use challenge::ChallengeResponder;

@@ -11,12 +11,12 @@
 //! - [`selfcert`]: the self-managed serving certificate (Secret + Lease + `caBundle`).
 
 pub mod annotations;
-pub mod config;
-pub mod container;
-pub mod flags;
-pub mod inject;
-pub mod patch;
-pub mod review;
+pub(crate) mod config;
+pub(crate) mod container;
+pub(crate) mod flags;
+pub(crate) mod inject;
+pub(crate) mod patch;
+pub(crate) mod review;
 pub mod selfcert;
 pub(crate) mod webhook;
 

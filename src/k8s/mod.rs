@@ -4,14 +4,14 @@
 //! Lease ([`lease`]), object references and the pod's namespace ([`target`]), and Events on the
 //! pod ([`events`]).
 
-pub mod api;
+pub(crate) mod api;
 pub mod client;
-pub mod events;
+pub(crate) mod events;
 pub mod lease;
 #[cfg(test)]
 pub(crate) mod memory;
-pub mod target;
-pub mod write;
+pub(crate) mod target;
+pub(crate) mod write;
 
 pub use api::{
     ApiError, LeaseApi, LeaseState, SecretApi, SecretData, SecretEvent, Versioned, WebhookApi,

@@ -5,7 +5,7 @@
 //! - [`listener`]: the accept loop, bounded by `--max-connections`.
 //! - [`connection`]: one client: handshake, upstream connect, forwarding, accounting.
 
-pub mod config;
+pub(crate) mod config;
 pub(crate) mod connection;
 pub(crate) mod listener;
 
