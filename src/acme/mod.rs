@@ -1,14 +1,14 @@
 //! Automatic certificates from an ACME CA (Let's Encrypt): ordered once for all replicas that
 //! share a store, renewed on schedule, published into the certificate store like any source.
 //!
-//! - [`config`]: what the manager is told (names, CA, store, challenge, timing).
-//! - [`store`]: what is kept and shared, behind the [`AcmeStore`] trait; [`dir_store`] keeps
-//!   it in a directory, [`secret_store`] in a Kubernetes Secret with a Lease as the lock.
-//! - [`manager`]: the renewal loop (lock, order, back-off); [`schedule`] its timing;
-//!   [`lock`] keeps the ordering lock while an order runs.
-//! - [`order`]: one order with instant-acme; [`cert_info`]: what renewal reads from a cert.
-//! - [`challenge`]: answering the CA's validation from the store (TLS-ALPN-01 here, HTTP-01
-//!   through [`crate::http::plain`]).
+//! - `config`: what the manager is told (names, CA, store, challenge, timing).
+//! - [`store`]: what is kept and shared, behind the [`AcmeStore`] trait; `dir_store` keeps
+//!   it in a directory, `secret_store` in a Kubernetes Secret with a Lease as the lock.
+//! - `manager`: the renewal loop (lock, order, back-off); `schedule` its timing;
+//!   `lock` keeps the ordering lock while an order runs.
+//! - `order`: one order with instant-acme; `cert_info`: what renewal reads from a cert.
+//! - `challenge`: answering the CA's validation from the store (TLS-ALPN-01 here, HTTP-01
+//!   through `crate::http::plain`).
 
 pub(crate) mod cert_info;
 pub(crate) mod challenge;

@@ -1,13 +1,13 @@
 //! `wss-sidecar injector`: the mutating admission webhook that adds the sidecar to labelled pods.
 //!
-//! - [`config`]: what the injector is told to do (built from its flags by [`crate::config`]).
-//! - [`flags`]: the proxy's command line, handed over by [`crate::config`], that annotations
+//! - `config`: what the injector is told to do (built from its flags by [`crate::config`]).
+//! - `flags`: the proxy's command line, handed over by [`crate::config`], that annotations
 //!   are checked against.
 //! - [`annotations`]: pod annotations → checked `proxy` arguments.
-//! - [`container`]: the injected container and its volumes.
-//! - [`patch`], [`inject`]: the JSON Patch for one pod, or why it is skipped or denied.
-//! - [`review`]: `AdmissionReview` JSON in and out (patch base64 on the wire).
-//! - [`webhook`]: the webhook's HTTPS handler, on the crate's one small-HTTP server.
+//! - `container`: the injected container and its volumes.
+//! - `patch`, `inject`: the JSON Patch for one pod, or why it is skipped or denied.
+//! - `review`: `AdmissionReview` JSON in and out (patch base64 on the wire).
+//! - `webhook`: the webhook's HTTPS handler, on the crate's one small-HTTP server.
 //! - [`selfcert`]: the self-managed serving certificate (Secret + Lease + `caBundle`).
 
 pub mod annotations;

@@ -1,4 +1,4 @@
-//! The traits of [`super::api`] over the real Kubernetes API (kube's client and watcher), and
+//! The traits of `super::api` over the real Kubernetes API (kube's client and watcher), and
 //! the one client constructor: in-cluster service account or kubeconfig, as kube infers them.
 
 use std::future::ready;

@@ -1,8 +1,8 @@
 //! The Kubernetes API, for certificates kept in Secrets: narrow traits over one Secret, one
-//! Lease and one webhook configuration ([`api`]) with kube behind them and the one client
-//! constructor ([`client`]), the one way to write a Secret ([`write`]), leader election on a
-//! Lease ([`lease`]), object references and the pod's namespace ([`target`]), and Events on the
-//! pod ([`events`]).
+//! Lease and one webhook configuration (`api`) with kube behind them and the one client
+//! constructor ([`client`]), the one way to write a Secret (`write`), leader election on a
+//! Lease ([`lease`]), object references and the pod's namespace (`target`), and Events on the
+//! pod (`events`).
 
 pub(crate) mod api;
 pub mod client;

@@ -21,7 +21,7 @@ const RETRY_MAX: Duration = Duration::from_millis(500);
 /// Why a read-modify-write failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError<E> {
-    /// The API refused or failed (including [`WRITE_ATTEMPTS`] conflicts in a row).
+    /// The API refused or failed (including `WRITE_ATTEMPTS` conflicts in a row).
     #[error(transparent)]
     Api(ApiError),
     /// The change could not be computed from what the Secret holds.

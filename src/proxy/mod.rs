@@ -1,9 +1,9 @@
 //! `wss-sidecar proxy`: the data path and its assembly. [`run`] starts the certificate
 //! sources, TLS, the accept loop and the admin endpoint, and drains on shutdown.
 //!
-//! - [`config`]: what the proxy is told to do ([`ProxyConfig`]).
-//! - [`listener`]: the accept loop, bounded by `--max-connections`.
-//! - [`connection`]: one client: handshake, upstream connect, forwarding, accounting.
+//! - `config`: what the proxy is told to do ([`ProxyConfig`]).
+//! - `listener`: the accept loop, bounded by `--max-connections`.
+//! - `connection`: one client: handshake, upstream connect, forwarding, accounting.
 
 pub(crate) mod config;
 pub(crate) mod connection;
