@@ -20,7 +20,8 @@ use crate::http::{self, Limits, Readiness, health};
 /// concurrent connections than this is not the API server. A TLS handshake or a request head
 /// slower than 10 s is not the API server either. Kept-alive connections are closed gracefully
 /// after 120 s, so that none lives for ever and a rotated certificate reaches every client. On
-/// shutdown a review in flight gets 10 s to finish: the API server's default webhook timeout.
+/// shutdown a review in flight gets 10 s to finish: the API server's default webhook timeout
+/// (`timeoutSeconds`, k8s.io/api admissionregistration/v1/types.go: "Default to 10 seconds").
 const LIMITS: Limits = Limits {
     max_connections: 256,
     handshake_timeout: Duration::from_secs(10),
@@ -29,7 +30,8 @@ const LIMITS: Limits = Limits {
     lifetime: Some(Duration::from_secs(120)),
     grace: Duration::from_secs(10),
 };
-/// The API server's own request limit is 3 MiB; a review is the pod plus a little.
+/// The API server's own request limit is 3 MiB (`MaxRequestBodyBytes`, k8s.io/apiserver
+/// pkg/server/config.go); a review is the pod plus a little.
 const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 
 /// What the handler reads.
