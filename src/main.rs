@@ -1,16 +1,67 @@
-//! The `wss-sidecar` binary: parse the command line, set up logging, bind, run, and map
-//! errors to exit codes (64 for bad configuration).
+//! The `wss-sidecar` binary: parse the command line, set up logging, bind, run, and exit with
+//! the code the outcome carries (64 for bad configuration).
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
 use tokio::net::TcpListener;
 use wss_sidecar::config::{Cli, Command, ConfigError};
 use wss_sidecar::shutdown::Signals;
-use wss_sidecar::{EXIT_CONFIG, injector, proxy, quickstart, telemetry};
+use wss_sidecar::{EXIT_CONFIG, demo, injector, proxy, telemetry};
+
+/// Why `run` failed, and the exit code that says so.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl Failure {
+    /// A failure that is not the configuration's (exit code 1).
+    fn runtime(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: 1,
+            error: error.into(),
+        }
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(err: ConfigError) -> Self {
+        Self {
+            code: EXIT_CONFIG,
+            error: err.into(),
+        }
+    }
+}
+
+impl From<proxy::RunError> for Failure {
+    fn from(err: proxy::RunError) -> Self {
+        Self {
+            code: err.exit_code(),
+            error: err.into(),
+        }
+    }
+}
+
+impl From<injector::RunError> for Failure {
+    fn from(err: injector::RunError) -> Self {
+        Self {
+            code: err.exit_code(),
+            error: err.into(),
+        }
+    }
+}
+
+impl From<demo::quickstart::DemoError> for Failure {
+    fn from(err: demo::quickstart::DemoError) -> Self {
+        Self {
+            code: err.exit_code(),
+            error: err.into(),
+        }
+    }
+}
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -18,7 +69,7 @@ fn main() -> ExitCode {
         Err(err) => {
             let _ = err.print();
             return if err.use_stderr() {
-                ExitCode::from(EXIT_CONFIG as u8)
+                ExitCode::from(EXIT_CONFIG)
             } else {
                 ExitCode::SUCCESS
             };
@@ -30,9 +81,9 @@ fn main() -> ExitCode {
         Command::Echo(args) => &args.log,
         Command::Injector(args) => &args.log,
     };
-    if let Err(err) = telemetry::init(log) {
+    if let Err(err) = telemetry::init(log.log_format, &log.log_level) {
         eprintln!("error: {err}");
-        return ExitCode::from(EXIT_CONFIG as u8);
+        return ExitCode::from(EXIT_CONFIG);
     }
     if rustls::crypto::aws_lc_rs::default_provider()
         .install_default()
@@ -52,45 +103,32 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!("{err:#}");
-            eprintln!("error: {err:#}");
-            let config_error = err.downcast_ref::<ConfigError>().is_some();
-            ExitCode::from(if config_error { EXIT_CONFIG as u8 } else { 1 })
+        Err(Failure { code, error }) => {
+            tracing::error!("{error:#}");
+            eprintln!("error: {error:#}");
+            ExitCode::from(code)
         }
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
-    let signals = Signals::install().context("cannot install signal handlers")?;
+async fn run(command: Command) -> Result<(), Failure> {
+    let signals = Signals::install().map_err(|e| {
+        Failure::runtime(anyhow::Error::new(e).context("cannot install signal handlers"))
+    })?;
     match command {
         Command::Proxy(args) => {
             let config = args.into_config()?;
             let tls = bind("--listen", config.listen).await?;
-            let admin = match config.admin_listen {
-                Some(addr) => Some(bind("--admin-listen", addr).await?),
-                None => None,
-            };
-            let http = match config.http_listen {
-                Some(addr) => Some(bind("--http-listen", addr).await?),
-                None => None,
-            };
+            let admin = bind_optional("--admin-listen", config.admin_listen).await?;
+            let http = bind_optional("--http-listen", config.http_listen).await?;
             let listeners = proxy::Listeners { tls, admin, http };
-            proxy::run(config, listeners, shutdown_signal(signals))
-                .await
-                .map_err(|err| match err.into_config_error() {
-                    Ok(config) => anyhow::Error::new(config),
-                    Err(other) => anyhow::Error::new(other),
-                })?;
+            proxy::run(config, listeners, shutdown_signal(signals)).await?;
         }
         Command::Demo(args) => {
             let tls = bind("--listen", args.listen).await?;
-            let admin = match args.admin_listen.0 {
-                Some(addr) => Some(bind("--admin-listen", addr).await?),
-                None => None,
-            };
+            let admin = bind_optional("--admin-listen", args.admin_listen.0).await?;
             let app = bind("--app-listen", args.app_listen).await?;
-            quickstart::run(&args, tls, admin, app, shutdown_signal(signals)).await?;
+            demo::quickstart::run(&args, tls, admin, app, shutdown_signal(signals)).await?;
         }
         Command::Echo(args) => {
             let app = bind("--listen", args.listen).await?;
@@ -98,21 +136,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 "demo echo app on http://{}/ (WebSocket at /ws)",
                 args.listen
             );
-            wss_sidecar::demo::serve(app, shutdown_signal(signals))
+            demo::serve(app, shutdown_signal(signals))
                 .await
-                .context("demo app failed")?;
+                .map_err(|e| Failure::runtime(anyhow::Error::new(e).context("demo app failed")))?;
         }
         Command::Injector(args) => {
-            injector::template(&args)?;
-            let https = bind("--listen", args.listen).await?;
-            let admin = Some(bind("--admin-listen", args.admin_listen).await?);
+            let admin_listen = args.admin_listen;
+            let config = args.into_config()?;
+            let https = bind("--listen", config.listen).await?;
+            let admin = Some(bind("--admin-listen", admin_listen).await?);
             let listeners = injector::Listeners { https, admin };
-            injector::run(args, listeners, shutdown_signal(signals))
-                .await
-                .map_err(|err| match err {
-                    injector::RunError::Config(config) => anyhow::Error::new(config),
-                    other => anyhow::Error::new(other),
-                })?;
+            injector::run(config, listeners, shutdown_signal(signals)).await?;
         }
     }
     Ok(())
@@ -125,6 +159,17 @@ async fn bind(flag: &'static str, addr: SocketAddr) -> Result<TcpListener, Confi
         flag,
         message: format!("cannot listen on {addr}: {e}"),
     })
+}
+
+/// [`bind`] when the listener is enabled.
+async fn bind_optional(
+    flag: &'static str,
+    addr: Option<SocketAddr>,
+) -> Result<Option<TcpListener>, ConfigError> {
+    match addr {
+        Some(addr) => bind(flag, addr).await.map(Some),
+        None => Ok(None),
+    }
 }
 
 /// The first SIGTERM/SIGINT starts the drain; a second one exits at once.

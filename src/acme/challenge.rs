@@ -11,6 +11,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tracing::{debug, info};
 
 use super::store::{AcmeStore, ChallengeAnswer};
+use crate::http::plain::Http01Answers;
 use crate::tls::{self, ACME_TLS_ALPN, AlpnChallenges};
 
 /// Looks pending answers up in the store.
@@ -56,9 +57,11 @@ impl ChallengeResponder {
             }
         }
     }
+}
 
-    /// The HTTP-01 body for `token`, if an answer for it is pending.
-    pub async fn http_answer(&self, token: &str) -> Option<String> {
+#[async_trait::async_trait]
+impl Http01Answers for ChallengeResponder {
+    async fn http_answer(&self, token: &str) -> Option<String> {
         let plausible = (MIN_TOKEN_LEN..=MAX_TOKEN_LEN).contains(&token.len())
             && token
                 .bytes()

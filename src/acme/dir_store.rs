@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::store::{AcmeStore, ChallengeAnswer, RenewalState, StoreError, StoredCert};
-use crate::certs::pair::epoch_seconds;
+use crate::clock::epoch_seconds;
 
 /// Longest wait for another process's short lock-file update.
 const GUARD_WAIT: Duration = Duration::from_secs(5);

@@ -36,7 +36,7 @@ mod tests {
 
     use super::*;
     use crate::acme::SecretStore;
-    use crate::certs::pair::epoch_seconds;
+    use crate::clock::epoch_seconds;
     use crate::k8s::memory::{MemLease, MemSecret};
 
     const TTL: Duration = Duration::from_secs(30);

@@ -15,11 +15,11 @@ use instant_acme::{
 use rcgen::{CertificateParams, DistinguishedName, KeyPair};
 use tracing::info;
 
+use super::config::{AcmeConfig, ChallengeKind};
 use super::store::{
     AcmeStore, ChallengeAnswer, PendingOrder, RenewalState, StoreError, StoredCert,
 };
-use crate::certs::pair::epoch_seconds;
-use crate::config::acme::{AcmeConfig, ChallengeKind};
+use crate::clock::epoch_seconds;
 
 /// How long validation and issuance may take once the challenges are ready.
 const POLL_TIMEOUT: Duration = Duration::from_secs(90);

@@ -5,8 +5,8 @@
 //! The Secret is of type `kubernetes.io/tls`: `tls.crt` / `tls.key` hold the issued pair (other
 //! workloads may mount it), beside `acme-scope.json` (the directory URL and names: state kept for
 //! another CA or name set is never used), `acme-account.json`, `acme-state.json` and
-//! `acme-challenges.json`. Every write is a read-modify-write naming the version it read and is
-//! retried on a 409, so concurrent writers never lose each other's updates.
+//! `acme-challenges.json`. Every write goes through the crate's one Secret write
+//! ([`crate::k8s::modify`]): a read-modify-write naming the version it read, retried on a 409.
 //!
 //! A watch keeps a local copy for reads, so handshakes look challenge answers up without an API
 //! call. While this replica holds the lock, the ordering state is read from the API instead: a
@@ -21,11 +21,14 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::store::{AcmeStore, ChallengeAnswer, RenewalState, StoreError, StoredCert};
-use crate::certs::pair::epoch_seconds;
-use crate::k8s::{ApiError, LeaseApi, SecretApi, SecretData, SecretEvent, Versioned, lease};
+use crate::clock::epoch_seconds;
+use crate::k8s::{
+    self, ApiError, LeaseApi, SecretApi, SecretData, SecretEvent, Versioned, WriteError, Written,
+    lease,
+};
 
 /// The Secret's type: the issued pair is an ordinary TLS Secret's.
 const SECRET_TYPE: &str = "kubernetes.io/tls";
@@ -36,13 +39,6 @@ const ACCOUNT: &str = "acme-account.json";
 const STATE: &str = "acme-state.json";
 const CHALLENGES: &str = "acme-challenges.json";
 
-/// A write that keeps meeting newer versions gives up after this many tries (each 409 means
-/// another writer made progress, so this only trips under a storm of writers).
-const WRITE_ATTEMPTS: u32 = 10;
-/// After a conflict, wait a random time up to this, doubled per retry (capped at
-/// [`RETRY_MAX`]), so that writers that collided do not collide again at once.
-const RETRY_BASE: Duration = Duration::from_millis(10);
-const RETRY_MAX: Duration = Duration::from_millis(500);
 /// At most one fresh read of the challenges per this interval, however many handshakes miss:
 /// bounds the API calls a client sending `acme-tls/1` for our names can cause.
 const REFRESH_INTERVAL: Duration = Duration::from_millis(100);
@@ -275,55 +271,29 @@ impl<S: SecretApi, L: LeaseApi> SecretStore<S, L> {
         .into())
     }
 
-    /// Applies `change` to the Secret's current content and writes it, based on the version
-    /// read: on a 409 it reads again and re-applies `change`, so no other writer's update is
-    /// lost. Creates the Secret when it does not exist.
+    /// Applies `change` to the Secret's current content and writes it through the shared
+    /// read-modify-write ([`crate::k8s::modify`]): on a 409 it reads again and re-applies
+    /// `change`, so no other writer's update is lost. Creates the Secret when it does not exist.
     async fn modify(&self, change: impl Fn(&mut Doc)) -> Result<(), StoreError> {
-        let mut current = self.current().await?;
-        for attempt in 0..WRITE_ATTEMPTS {
-            let mut doc = match &current {
-                Some(secret) => self.decode(&secret.value, false)?,
+        let current = self.current().await?;
+        let apply = |data: Option<&SecretData>| {
+            let mut doc = match data {
+                Some(data) => self.decode(data, false)?,
                 None => Doc::default(),
             };
             change(&mut doc);
-            let data = self.encode(&doc)?;
-            let written = match &current {
-                Some(secret) => self.secret.update(data, &secret.resource_version).await,
-                None => self.secret.create(SECRET_TYPE, data).await,
-            };
-            match written {
-                Ok(secret) => {
-                    self.remember(Some(secret));
-                    return Ok(());
-                }
-                // Changed (or created) since it was read: read again and redo the change.
-                Err(ApiError::Conflict) => {
-                    debug!(acme.store = %self.secret.describe(), "the store Secret changed; retrying the write");
-                    tokio::time::sleep(retry_delay(attempt)).await;
-                    current = self.fetch().await?;
-                }
-                Err(ApiError::NotFound(_)) => current = None,
-                Err(err) => return Err(self.api_error(err)),
+            self.encode(&doc).map(Some)
+        };
+        match k8s::modify(&self.secret, SECRET_TYPE, current, apply).await {
+            Ok(Written::Changed(secret)) => {
+                self.remember(Some(secret));
+                Ok(())
             }
+            Ok(Written::Unchanged(_)) => Ok(()),
+            Err(WriteError::Api(err)) => Err(self.api_error(err)),
+            Err(WriteError::Change(err)) => Err(err),
         }
-        Err(self.api_error(ApiError::Other(format!(
-            "gave up after {WRITE_ATTEMPTS} writes that each met a newer version"
-        ))))
     }
-}
-
-/// A random delay in the upper half of `RETRY_BASE × 2^attempt` (capped at [`RETRY_MAX`]).
-fn retry_delay(attempt: u32) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let ceiling = RETRY_BASE
-        .saturating_mul(1 << attempt.min(16))
-        .min(RETRY_MAX);
-    // A fresh RandomState is randomly keyed: jitter enough to split colliding writers.
-    let random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    let half = ceiling / 2;
-    half + Duration::from_nanos(random % u64::try_from(half.as_nanos()).unwrap_or(1).max(1))
 }
 
 #[async_trait::async_trait]

@@ -11,10 +11,11 @@ use std::time::{Duration, SystemTime};
 
 use rustls::crypto::CryptoProvider;
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use super::pair::{CertError, fingerprint, load_pair};
-use super::store::Publisher;
-use super::watch::{self, Refresh};
+use super::store::{CertStore, Publisher};
+use crate::file_watch::{self, Refresh};
 
 /// How many times to re-read when the files changed under us during a read.
 const READ_ATTEMPTS: usize = 3;
@@ -69,13 +70,33 @@ impl DirSource {
         }
     }
 
+    /// Registers `dir` with `store`, loads it once (a directory without a valid pair yet is
+    /// logged and waited for), then watches it until `stop`.
+    pub async fn start(
+        store: &Arc<CertStore>,
+        dir: &Path,
+        provider: Arc<CryptoProvider>,
+        poll_interval: Duration,
+        stop: CancellationToken,
+    ) {
+        let publisher = store.register(format!("dir:{}", dir.display()));
+        let mut source = DirSource::new(dir.to_path_buf(), publisher, provider);
+        if !source.reload().await {
+            warn!(
+                cert.source = source.label(),
+                "no valid certificate yet; waiting for one"
+            );
+        }
+        source.spawn_watch(poll_interval, stop);
+    }
+
     /// Watches the directory until `stop`, reloading on change and every `poll_interval`.
     pub fn spawn_watch(
         self,
         poll_interval: Duration,
         stop: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
-        watch::spawn_watch(self.dir.clone(), self, poll_interval, stop)
+        file_watch::spawn_watch(self.dir.clone(), self, poll_interval, stop)
     }
 
     /// The source's label.

@@ -4,12 +4,11 @@
 //! Sources only ever publish complete, validated pairs ([`pair::load_pair`]); a refused pair
 //! leaves the previous one serving and is counted and logged.
 
-pub mod dir_source;
-pub mod pair;
-pub mod secret_source;
-pub mod self_signed;
-pub mod store;
-pub(crate) mod watch;
+pub(crate) mod dir_source;
+pub(crate) mod pair;
+pub(crate) mod secret_source;
+pub(crate) mod self_signed;
+pub(crate) mod store;
 
 pub use dir_source::DirSource;
 pub use pair::{CertError, LoadedCert, load_pair};

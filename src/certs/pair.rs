@@ -10,6 +10,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use crate::clock::epoch_seconds;
+
 /// Why a key pair was refused. None of these is fatal to the process: the previous pair keeps
 /// serving. Messages never contain key material.
 #[derive(Debug, thiserror::Error)]
@@ -161,13 +163,6 @@ fn inspect_leaf(leaf: &CertificateDer<'_>) -> Result<(i64, i64, Vec<String>), Ce
         validity.not_after.timestamp(),
         names,
     ))
-}
-
-pub(crate) fn epoch_seconds(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(_) => 0,
-    }
 }
 
 fn format_epoch(secs: i64) -> String {

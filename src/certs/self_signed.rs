@@ -58,7 +58,7 @@ mod tests {
             "{:?}",
             cert.names
         );
-        let now = super::super::pair::epoch_seconds(SystemTime::now());
+        let now = crate::clock::epoch_seconds(SystemTime::now());
         let days_left = (cert.not_after - now) / 86_400;
         assert!((364..=365).contains(&days_left), "{days_left} days");
     }

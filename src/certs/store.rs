@@ -6,7 +6,8 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use tracing::{info, warn};
 
-use super::pair::{CertError, LoadedCert, epoch_seconds};
+use super::pair::{CertError, LoadedCert};
+use crate::clock::epoch_seconds;
 use crate::k8s::{Events, Reason};
 use crate::metrics::{Metrics, Reload, Source};
 
@@ -64,6 +65,13 @@ pub struct CertStore {
     metrics: Arc<Metrics>,
     /// Kubernetes Events about the pod, once a Kubernetes client exists.
     events: OnceLock<Events>,
+}
+
+/// Only the type's name: the key material must never reach a log line.
+impl std::fmt::Debug for CertStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertStore").finish_non_exhaustive()
+    }
 }
 
 impl CertStore {

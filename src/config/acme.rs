@@ -1,4 +1,4 @@
-//! The `--acme-*` and `--http-listen` flags: automatic certificates from an ACME CA.
+//! The `--acme-*` and `--http-listen` flags, translated into the ACME manager's [`AcmeConfig`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,6 +9,7 @@ use clap::Args;
 
 use super::ConfigError;
 use super::parse::parse_duration;
+use crate::acme::{AcmeConfig, ChallengeKind, StoreLocation};
 
 /// Let's Encrypt's production directory, the default.
 pub const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -105,53 +106,6 @@ pub struct AcmeArgs {
     /// then daily (1m, 10m, 100m, 1 day with the default).
     #[arg(long, env = "WSS_SIDECAR_ACME_BACKOFF_BASE", default_value = "1m", value_parser = parse_duration)]
     pub acme_backoff_base: Duration,
-}
-
-/// Which ACME challenge proves control of the names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ChallengeKind {
-    /// A TLS handshake with ALPN `acme-tls/1` on the --listen port.
-    #[value(name = "tls-alpn-01")]
-    TlsAlpn01,
-    /// A plain HTTP request on --http-listen (port 80 as the CA sees it).
-    #[value(name = "http-01")]
-    Http01,
-}
-
-/// Where ACME state is kept (`--acme-store`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreLocation {
-    /// A directory.
-    Dir(PathBuf),
-    /// A Secret (and a Lease of the same name) through the Kubernetes API.
-    Secret(crate::k8s::ObjectRef),
-}
-
-/// Validated ACME settings.
-#[derive(Debug, Clone)]
-pub struct AcmeConfig {
-    /// The names, lower-case, in flag order.
-    pub domains: Vec<String>,
-    /// The account contact, as `mailto:` URLs.
-    pub contacts: Vec<String>,
-    /// The directory URL.
-    pub directory: String,
-    /// The ACME server's private root, if any.
-    pub ca_root: Option<PathBuf>,
-    /// Where the state is kept.
-    pub store: StoreLocation,
-    /// How long the ordering lock lasts without renewal.
-    pub lease_duration: Duration,
-    /// The challenge to use.
-    pub challenge: ChallengeKind,
-    /// External account binding: key id and decoded HMAC key.
-    pub eab: Option<(String, Vec<u8>)>,
-    /// Test knob: renew when less than this remains.
-    pub renew_before: Option<Duration>,
-    /// How often the store is re-read while waiting.
-    pub poll_interval: Duration,
-    /// The first retry delay after a failure.
-    pub backoff_base: Duration,
 }
 
 impl AcmeArgs {

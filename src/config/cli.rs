@@ -1,15 +1,12 @@
 //! The command line: subcommands and flags, each flag with its `WSS_SIDECAR_*` variable.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use super::client::ClientArgs;
 use super::injector::InjectorArgs;
-use super::parse::{parse_duration, parse_optional_duration, parse_upstream};
-use super::{ConfigError, LogFormat, ProxyConfig, Upstream};
+use super::proxy::{AdminListen, ProxyArgs, parse_admin_listen};
+use crate::telemetry::LogFormat;
 
 /// Terminate TLS for WebSocket traffic (wss://) and forward raw ws:// bytes to the app.
 #[derive(Debug, Parser)]
@@ -51,171 +48,6 @@ pub struct LogArgs {
     pub log_level: String,
 }
 
-/// Flags of `wss-sidecar proxy`.
-#[derive(Debug, Clone, Args)]
-pub struct ProxyArgs {
-    /// TLS (wss) listen address.
-    #[arg(long, env = "WSS_SIDECAR_LISTEN", default_value = "0.0.0.0:8443")]
-    pub listen: SocketAddr,
-
-    /// Where the application listens: HOST:PORT or unix:/path.
-    #[arg(long, env = "WSS_SIDECAR_UPSTREAM", default_value = "127.0.0.1:8080", value_parser = parse_upstream)]
-    pub upstream: Upstream,
-
-    /// Directory with tls.crt (leaf + chain) and tls.key, as a mounted kubernetes.io/tls Secret
-    /// lays them out. Repeatable: one per certificate; SNI picks, the first is the fallback.
-    /// Without any certificate source a self-signed certificate is generated (development only).
-    #[arg(long = "cert-dir", env = "WSS_SIDECAR_CERT_DIR", value_delimiter = ',')]
-    pub cert_dirs: Vec<PathBuf>,
-
-    /// `[namespace/]name` of a kubernetes.io/tls Secret to serve, watched through the
-    /// Kubernetes API (no volume, no kubelet sync delay). Repeatable, ranked after --cert-dir.
-    /// The namespace defaults to the pod's own.
-    #[arg(
-        long = "cert-secret",
-        env = "WSS_SIDECAR_CERT_SECRET",
-        value_name = "[NAMESPACE/]NAME",
-        value_delimiter = ',',
-        value_parser = crate::k8s::ObjectRef::parse
-    )]
-    pub cert_secrets: Vec<crate::k8s::ObjectRef>,
-
-    /// How often certificate directories are re-read even when no change event arrived
-    /// (a backstop for volumes whose events are lost).
-    #[arg(long, env = "WSS_SIDECAR_CERT_POLL_INTERVAL", default_value = "10s", value_parser = parse_duration)]
-    pub cert_poll_interval: Duration,
-
-    /// Admin listen address for /healthz, /readyz and /metrics, or `off`.
-    #[arg(long, env = "WSS_SIDECAR_ADMIN_LISTEN", default_value = "0.0.0.0:9090", value_parser = parse_admin_listen)]
-    pub admin_listen: AdminListen,
-
-    /// Longest a client may take to complete the TLS handshake.
-    #[arg(long, env = "WSS_SIDECAR_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub handshake_timeout: Duration,
-
-    /// Longest opening a connection to the upstream may take.
-    #[arg(long, env = "WSS_SIDECAR_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub connect_timeout: Duration,
-
-    /// Close a connection with no bytes either way for this long (`off`: never; WebSockets are
-    /// often silent for long stretches).
-    #[arg(long, env = "WSS_SIDECAR_IDLE_TIMEOUT", default_value = "off", value_parser = parse_off_or_duration)]
-    pub idle_timeout: OptionalDuration,
-
-    /// Once one side has closed its half of a connection, close the rest when no byte moved
-    /// for this long (a client that never closes its half cannot hold a slot forever).
-    #[arg(long, env = "WSS_SIDECAR_HALF_CLOSE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
-    pub half_close_timeout: Duration,
-
-    /// Most client connections served at once; more are refused.
-    #[arg(long, env = "WSS_SIDECAR_MAX_CONNECTIONS", default_value_t = 10_000)]
-    pub max_connections: usize,
-
-    /// After SIGTERM, how long live connections may finish before they are closed.
-    #[arg(long, env = "WSS_SIDECAR_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    pub drain_timeout: Duration,
-
-    /// Automatic certificates from an ACME CA.
-    #[command(flatten)]
-    pub acme: super::acme::AcmeArgs,
-    /// Who the client is: PROXY protocol, forwarded headers, client certificates.
-    #[command(flatten)]
-    pub client: ClientArgs,
-
-    /// Logging.
-    #[command(flatten)]
-    pub log: LogArgs,
-}
-
-/// A duration flag where `off` (or `0`) means "never".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OptionalDuration(pub Option<Duration>);
-
-fn parse_off_or_duration(value: &str) -> Result<OptionalDuration, String> {
-    parse_optional_duration(value).map(OptionalDuration)
-}
-
-/// `--admin-listen`: an address or `off`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AdminListen(pub Option<SocketAddr>);
-
-fn parse_admin_listen(value: &str) -> Result<AdminListen, String> {
-    if value == "off" {
-        return Ok(AdminListen(None));
-    }
-    value
-        .parse()
-        .map(|addr| AdminListen(Some(addr)))
-        .map_err(|_| format!("expected IP:PORT or off, got {value:?}"))
-}
-
-impl ProxyArgs {
-    /// Checks what clap cannot (files exist, limits are sane) and builds the typed config.
-    pub fn into_config(self) -> Result<ProxyConfig, ConfigError> {
-        for dir in &self.cert_dirs {
-            check_cert_dir(dir)?;
-        }
-        if self.max_connections == 0 {
-            return Err(ConfigError::new("--max-connections", "must be at least 1"));
-        }
-        for (flag, value) in [
-            ("--handshake-timeout", self.handshake_timeout),
-            ("--connect-timeout", self.connect_timeout),
-            ("--cert-poll-interval", self.cert_poll_interval),
-            ("--half-close-timeout", self.half_close_timeout),
-        ] {
-            if value.is_zero() {
-                return Err(ConfigError::new(flag, "must be longer than zero"));
-            }
-        }
-        let http_listen = self.acme.http_listen;
-        let acme = self.acme.into_config()?;
-        Ok(ProxyConfig {
-            acme,
-            http_listen,
-            listen: self.listen,
-            upstream: self.upstream,
-            cert_dirs: self.cert_dirs,
-            cert_secrets: self.cert_secrets,
-            cert_poll_interval: self.cert_poll_interval,
-            admin_listen: self.admin_listen.0,
-            handshake_timeout: self.handshake_timeout,
-            connect_timeout: self.connect_timeout,
-            idle_timeout: self.idle_timeout.0,
-            half_close_timeout: self.half_close_timeout,
-            max_connections: self.max_connections,
-            drain_timeout: self.drain_timeout,
-            client: self.client.into_config()?,
-        })
-    }
-}
-
-/// A certificate directory must exist and hold both files at start-up; whether their content is
-/// good is the certificate source's business (it may become good later).
-fn check_cert_dir(dir: &std::path::Path) -> Result<(), ConfigError> {
-    if !dir.is_dir() {
-        return Err(ConfigError::new(
-            "--cert-dir",
-            format!(
-                "{} is not a directory (mount the TLS Secret there)",
-                dir.display()
-            ),
-        ));
-    }
-    for file in ["tls.crt", "tls.key"] {
-        if !dir.join(file).is_file() {
-            return Err(ConfigError::new(
-                "--cert-dir",
-                format!(
-                    "{} has no {file} (expected tls.crt and tls.key)",
-                    dir.display()
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Flags of `wss-sidecar demo`.
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
@@ -242,46 +74,4 @@ pub struct EchoArgs {
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn proxy(args: &[&str]) -> Result<ProxyArgs, clap::Error> {
-        let argv = ["wss-sidecar", "proxy"]
-            .into_iter()
-            .chain(args.iter().copied());
-        match Cli::try_parse_from(argv)?.command {
-            Command::Proxy(p) => Ok(p),
-            other => panic!("parsed as {other:?}"),
-        }
-    }
-
-    #[test]
-    fn defaults_match_the_design() {
-        let cfg = proxy(&[]).unwrap().into_config().unwrap();
-        assert_eq!(cfg.listen, "0.0.0.0:8443".parse().unwrap());
-        assert_eq!(cfg.admin_listen, Some("0.0.0.0:9090".parse().unwrap()));
-        assert_eq!(cfg.handshake_timeout, Duration::from_secs(10));
-        assert_eq!(cfg.idle_timeout, None);
-        assert_eq!(cfg.max_connections, 10_000);
-        assert_eq!(cfg.drain_timeout, Duration::from_secs(30));
-    }
-
-    #[test]
-    fn errors_name_the_flag() {
-        let err = proxy(&["--handshake-timeout", "soon"])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("--handshake-timeout"), "{err}");
-        let err = proxy(&["--upstream", "nowhere"]).unwrap_err().to_string();
-        assert!(err.contains("--upstream"), "{err}");
-        let err = proxy(&["--cert-dir", "/nonexistent/dir"])
-            .unwrap()
-            .into_config();
-        assert_eq!(err.unwrap_err().flag, "--cert-dir");
-        let err = proxy(&["--max-connections", "0"]).unwrap().into_config();
-        assert_eq!(err.unwrap_err().flag, "--max-connections");
-    }
 }

@@ -1,5 +1,5 @@
 //! Flags that decide who the client is and what the upstream is told about it: PROXY protocol,
-//! forwarded headers, and client certificates (mTLS).
+//! forwarded headers, and client certificates (mTLS), translated into [`ClientConfig`].
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,22 +9,13 @@ use ipnet::IpNet;
 
 use super::ConfigError;
 use super::parse::parse_duration;
+use crate::forward::{ClientConfig, ForwardedHeaders, ProxyProtocol};
+use crate::tls::ClientCa;
 
 /// Smallest `--max-request-head`: a browser's WebSocket upgrade alone is ~500 bytes.
 const MIN_REQUEST_HEAD: usize = 1024;
 /// Largest `--max-request-head`: the buffer is held per connection while the head arrives.
 const MAX_REQUEST_HEAD: usize = 1 << 20;
-
-/// Which PROXY protocol header to send the upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ProxyProtocol {
-    /// None.
-    Off,
-    /// The text header (`PROXY TCP4 …`).
-    V1,
-    /// The binary header, with ALPN, authority (SNI) and TLS/client-certificate TLVs.
-    V2,
-}
 
 /// Whether a client must present a certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -93,41 +84,6 @@ pub struct ClientArgs {
     /// these (repeatable).
     #[arg(long, env = "WSS_SIDECAR_ALLOW_CN", value_delimiter = ',')]
     pub allow_cn: Vec<String>,
-}
-
-/// `--forwarded-headers` and its limits.
-#[derive(Debug, Clone)]
-pub struct ForwardedHeaders {
-    /// `--trust-forwarded`.
-    pub trusted: Vec<IpNet>,
-    /// `--max-request-head`.
-    pub max_head: usize,
-    /// `--request-head-timeout`.
-    pub timeout: Duration,
-}
-
-/// `--client-ca` and what goes with it.
-#[derive(Debug, Clone)]
-pub struct ClientCa {
-    /// The CA file or directory.
-    pub path: PathBuf,
-    /// `--client-auth required`.
-    pub required: bool,
-    /// `--allow-san`.
-    pub allow_san: Vec<String>,
-    /// `--allow-cn`.
-    pub allow_cn: Vec<String>,
-}
-
-/// Who the client is and what the upstream is told, validated.
-#[derive(Debug, Clone, Default)]
-pub struct ClientConfig {
-    /// `--proxy-protocol`; `None` = off.
-    pub proxy_protocol: Option<ProxyProtocol>,
-    /// `--forwarded-headers`; `None` = off.
-    pub forwarded_headers: Option<ForwardedHeaders>,
-    /// `--client-ca`; `None` = no client certificates.
-    pub client_ca: Option<ClientCa>,
 }
 
 fn parse_net(value: &str) -> Result<IpNet, String> {

@@ -1,21 +1,20 @@
-//! Flags of `wss-sidecar injector`: where it serves, and what sidecar it injects.
+//! Flags of `wss-sidecar injector` (where it serves, and what sidecar it injects), their
+//! translation into the injector's [`Config`], and the proxy's flags the injector checks
+//! annotations against ([`proxy_flags`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
-use clap::{Args, ValueEnum};
+use clap::{Args, FromArgMatches};
 
-use super::LogArgs;
-
-/// How the sidecar joins the pod.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SidecarMode {
-    /// A native sidecar (Kubernetes 1.29+): the first init container, `restartPolicy: Always`,
-    /// with a startup probe, so the app starts after TLS is ready and Jobs still complete.
-    Native,
-    /// A plain container appended to `containers`, for clusters older than 1.29.
-    Plain,
-}
+use super::ConfigError;
+use super::cli::LogArgs;
+use super::proxy::{ProxyArgs, proxy_command};
+use crate::injector::annotations::check_defaults;
+use crate::injector::{
+    Config, ProxyFlags, ProxyLine, SelfManaged, ServingCert, SidecarMode, SidecarTemplate,
+};
 
 /// Flags of `wss-sidecar injector`.
 #[derive(Debug, Clone, Args)]
@@ -121,6 +120,85 @@ pub struct InjectorArgs {
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+impl InjectorArgs {
+    /// Checks what clap cannot (the certificate directory, that every `--sidecar-default`
+    /// names a proxy flag with a valid value) and builds the injector's configuration.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let serving_cert = match (self.cert_dir, self.namespace) {
+            (None, None) => {
+                return Err(ConfigError::new(
+                    "--namespace",
+                    "required without --cert-dir: the self-managed certificate lives in the \
+                     injector's namespace (the chart sets it from the downward API)",
+                ));
+            }
+            (Some(dir), _) if !dir.is_dir() => {
+                return Err(ConfigError::new(
+                    "--cert-dir",
+                    format!("{} is not a directory", dir.display()),
+                ));
+            }
+            (Some(dir), _) => ServingCert::Dir(dir),
+            (None, Some(namespace)) => ServingCert::SelfManaged(SelfManaged {
+                namespace,
+                pod_name: self.pod_name,
+                service_name: self.service_name,
+                webhook_name: self.webhook_name,
+                secret: self.self_cert_secret,
+                lease: self.self_cert_lease,
+            }),
+        };
+        let flags = proxy_flags();
+        check_defaults(&self.sidecar_defaults, flags)
+            .map_err(|denial| ConfigError::new("--sidecar-default", denial.0))?;
+        let pick = |pairs: [(&str, String); 2]| {
+            pairs
+                .into_iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| (k.to_string(), v))
+                .collect()
+        };
+        let template = SidecarTemplate {
+            image: self.sidecar_image,
+            pull_policy: self.sidecar_image_pull_policy,
+            mode: self.sidecar_mode,
+            uid: self.sidecar_uid,
+            requests: pick([
+                ("cpu", self.sidecar_cpu_request),
+                ("memory", self.sidecar_memory_request),
+            ]),
+            limits: pick([
+                ("cpu", self.sidecar_cpu_limit),
+                ("memory", self.sidecar_memory_limit),
+            ]),
+            defaults: self.sidecar_defaults,
+            flags,
+        };
+        Ok(Config {
+            listen: self.listen,
+            serving_cert,
+            template,
+        })
+    }
+}
+
+/// The proxy's flags as the injector checks annotations against them: the proxy's own clap
+/// definition, so a flag added to the proxy is an annotation at once.
+pub fn proxy_flags() -> &'static ProxyFlags {
+    static FLAGS: OnceLock<ProxyFlags> = OnceLock::new();
+    FLAGS.get_or_init(|| {
+        ProxyFlags::new(proxy_command(), |matches| {
+            let parsed = ProxyArgs::from_arg_matches(matches)?;
+            Ok(ProxyLine {
+                listen_port: parsed.listen.port(),
+                admin_port: parsed.admin_listen.0.map(|a| a.port()),
+                http_port: parsed.acme.http_listen.map(|a| a.port()),
+                acme_store_is_secret: parsed.acme.acme_store.starts_with("secret:"),
+            })
+        })
+    })
 }
 
 /// Accepts a Kubernetes resource quantity (`100m`, `64Mi`, `1.5`, `2e3`) or the empty string.

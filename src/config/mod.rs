@@ -1,80 +1,21 @@
-//! The typed configuration every component reads: built once from flags and environment.
+//! The command line: clap's subcommands and flags (each flag with its `WSS_SIDECAR_*`
+//! variable), checked and translated into the configuration types their components own
+//! ([`crate::proxy::ProxyConfig`], [`crate::injector::Config`], [`crate::acme::AcmeConfig`],
+//! ...). Nothing outside `main` and the demo depends on this module.
 
-pub mod acme;
+mod acme;
 mod cli;
 mod client;
 mod injector;
 mod parse;
+mod proxy;
 
-pub use cli::{Cli, Command, DemoArgs, EchoArgs, LogArgs, ProxyArgs};
-pub use client::{ClientArgs, ClientAuth, ClientCa, ClientConfig, ForwardedHeaders, ProxyProtocol};
-pub use injector::{InjectorArgs, SidecarMode};
-pub use parse::{Upstream, parse_duration, parse_upstream};
-
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Duration;
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, for log collectors.
-    Json,
-}
-
-/// Everything `wss-sidecar proxy` needs, validated.
-#[derive(Debug, Clone)]
-pub struct ProxyConfig {
-    /// Automatic certificates from an ACME CA; `None` when no `--acme-domain` is given.
-    pub acme: Option<acme::AcmeConfig>,
-    /// Plain HTTP listener for HTTP-01 answers and redirects to https://; `None` = off.
-    pub http_listen: Option<SocketAddr>,
-    /// The TLS (wss) listen address.
-    pub listen: SocketAddr,
-    /// Where the application listens.
-    pub upstream: Upstream,
-    /// Directories holding `tls.crt` + `tls.key`, in flag order (the first is the SNI fallback).
-    pub cert_dirs: Vec<PathBuf>,
-    /// kubernetes.io/tls Secrets watched through the API, ranked after the directories.
-    pub cert_secrets: Vec<crate::k8s::ObjectRef>,
-    /// How often certificate directories are re-read even without a change event.
-    pub cert_poll_interval: Duration,
-    /// Admin endpoint (`/healthz`, `/readyz`, `/metrics`); `None` disables it.
-    pub admin_listen: Option<SocketAddr>,
-    /// Longest a client may take to complete the TLS handshake.
-    pub handshake_timeout: Duration,
-    /// Longest a connection to the upstream may take to open.
-    pub connect_timeout: Duration,
-    /// Close a connection with no bytes either way for this long; `None` = never.
-    pub idle_timeout: Option<Duration>,
-    /// Once one side has closed, close when no byte moved for this long.
-    pub half_close_timeout: Duration,
-    /// Most client connections served at once; more are refused.
-    pub max_connections: usize,
-    /// After SIGTERM, how long live connections may finish.
-    pub drain_timeout: Duration,
-    /// Who the client is and what the upstream is told about it.
-    pub client: ClientConfig,
-}
-
-impl ProxyConfig {
-    /// The flag that needs the Kubernetes API, if any does (a client is made at start-up).
-    pub fn kubernetes_flag(&self) -> Option<&'static str> {
-        let secret_store = self
-            .acme
-            .as_ref()
-            .is_some_and(|a| matches!(a.store, acme::StoreLocation::Secret(_)));
-        if !self.cert_secrets.is_empty() {
-            Some("--cert-secret")
-        } else if secret_store {
-            Some("--acme-store")
-        } else {
-            None
-        }
-    }
-}
+pub use acme::{AcmeArgs, LETSENCRYPT, LETSENCRYPT_STAGING};
+pub use cli::{Cli, Command, DemoArgs, EchoArgs, LogArgs};
+pub use client::{ClientArgs, ClientAuth};
+pub use injector::{InjectorArgs, proxy_flags};
+pub use parse::{parse_duration, parse_optional_duration};
+pub use proxy::{AdminListen, OptionalDuration, ProxyArgs, proxy_command};
 
 /// A configuration problem found at start-up. The message names the flag.
 #[derive(Debug, thiserror::Error)]

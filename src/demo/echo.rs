@@ -1,15 +1,15 @@
 //! The `/ws` echo session: every text and binary message goes back to the sender unchanged.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{self, Message, protocol::Role, protocol::WebSocketConfig};
 use tracing::debug;
+
+use crate::http::Slot;
 
 /// Largest message the demo will buffer. Big enough to push a sizeable paste or file through the
 /// sidecar when testing it, small enough that one client cannot make the demo hold gigabytes.
@@ -39,15 +39,11 @@ fn config() -> WebSocketConfig {
 
 /// Runs one echo session in its own task once hyper completes the upgrade.
 ///
-/// The session holds a share of its connection's permit: after the 101 the HTTP connection task
+/// The session holds a share of its connection's slot: after the 101 the HTTP connection task
 /// ends, and without this an open WebSocket would not count against the connection limit.
-pub(super) fn spawn_session(
-    on_upgrade: OnUpgrade,
-    addr: SocketAddr,
-    permit: Arc<OwnedSemaphorePermit>,
-) {
+pub(super) fn spawn_session(on_upgrade: OnUpgrade, addr: SocketAddr, slot: Slot) {
     tokio::spawn(async move {
-        let _permit = permit;
+        let _slot = slot;
         match run_session(on_upgrade).await {
             Ok(()) => debug!(client.addr = %addr, "websocket session closed"),
             Err(error) => debug!(client.addr = %addr, %error, "websocket session ended"),

@@ -1,29 +1,23 @@
 //! Request routing for the demo app: the page, a health check, and the `/ws` upgrade.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Incoming;
 use hyper::header::{
-    CONNECTION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, SEC_WEBSOCKET_ACCEPT,
-    SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
+    CONNECTION, HeaderMap, HeaderName, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
+    SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use hyper::{Method, Request, Response, StatusCode};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tracing::debug;
 
 use super::echo;
+use crate::http::Conn;
+use crate::http::reply::{Body, text, typed};
 
 /// The demo page, compiled in so the app is one self-contained binary.
 const PAGE: &str = include_str!("page.html");
 
 /// The only WebSocket protocol version (RFC 6455) the demo speaks.
 const WEBSOCKET_VERSION: &str = "13";
-
-/// Response body type for every route.
-pub(super) type Body = Full<Bytes>;
 
 /// Why a `/ws` request was not upgraded; each is answered with an error status, never fatal.
 #[derive(Debug, thiserror::Error)]
@@ -61,34 +55,19 @@ impl Rejection {
     }
 }
 
-/// Answers one request. `permit` is the connection's share of the connection limit; an upgraded
-/// session takes a clone of it.
-pub(super) fn respond(
-    req: Request<Incoming>,
-    addr: SocketAddr,
-    permit: &Arc<OwnedSemaphorePermit>,
-) -> Response<Body> {
+/// Answers one request on `conn`; an upgraded session takes a share of the connection's slot.
+pub(super) fn respond(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/") => {
-            let mut res = Response::new(Body::from(PAGE));
-            res.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            );
-            res
-        }
+        (&Method::GET, "/") => typed(StatusCode::OK, "text/html; charset=utf-8", PAGE),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
-        (&Method::GET, "/ws") => upgrade(req, addr, permit),
+        (&Method::GET, "/ws") => upgrade(req, conn),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
 
 /// Accepts a WebSocket upgrade and hands the connection to an echo session.
-fn upgrade(
-    mut req: Request<Incoming>,
-    addr: SocketAddr,
-    permit: &Arc<OwnedSemaphorePermit>,
-) -> Response<Body> {
+fn upgrade(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
+    let addr = conn.peer;
     let accept = match check_upgrade(req.headers()) {
         Ok(key) => derive_accept_key(key),
         Err(rejection) => {
@@ -101,7 +80,7 @@ fn upgrade(
         return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
     };
 
-    echo::spawn_session(hyper::upgrade::on(&mut req), addr, Arc::clone(permit));
+    echo::spawn_session(hyper::upgrade::on(&mut req), addr, conn.slot.clone());
 
     let mut res = Response::new(Body::default());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -138,17 +117,6 @@ fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .any(|item| item.trim().eq_ignore_ascii_case(token))
-}
-
-/// A plain-text response.
-fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut res = Response::new(Body::from(body));
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    res
 }
 
 #[cfg(test)]

@@ -65,7 +65,7 @@ async fn connect_ws(addr: SocketAddr) -> WebSocketStream<TcpStream> {
 
 #[tokio::test]
 async fn root_serves_the_page() {
-    let server = start(Limits::default()).await;
+    let server = start(LIMITS).await;
     let response = get(server.addr, "/").await;
     assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
     assert!(
@@ -84,7 +84,7 @@ async fn root_serves_the_page() {
 
 #[tokio::test]
 async fn healthz_is_ok() {
-    let server = start(Limits::default()).await;
+    let server = start(LIMITS).await;
     let response = get(server.addr, "/healthz").await;
     assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
     assert!(response.ends_with("\r\n\r\nok"), "{response}");
@@ -92,7 +92,7 @@ async fn healthz_is_ok() {
 
 #[tokio::test]
 async fn unknown_path_is_404() {
-    let server = start(Limits::default()).await;
+    let server = start(LIMITS).await;
     let response = get(server.addr, "/nope").await;
     assert!(
         response.starts_with("HTTP/1.1 404 Not Found\r\n"),
@@ -102,7 +102,7 @@ async fn unknown_path_is_404() {
 
 #[tokio::test]
 async fn ws_without_upgrade_is_400() {
-    let server = start(Limits::default()).await;
+    let server = start(LIMITS).await;
     let response = get(server.addr, "/ws").await;
     assert!(
         response.starts_with("HTTP/1.1 400 Bad Request\r\n"),
@@ -112,7 +112,7 @@ async fn ws_without_upgrade_is_400() {
 
 #[tokio::test]
 async fn ws_with_wrong_version_is_426() {
-    let server = start(Limits::default()).await;
+    let server = start(LIMITS).await;
     let response = request(
         server.addr,
         "GET /ws HTTP/1.1\r\nHost: demo\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\
@@ -132,7 +132,7 @@ async fn ws_with_wrong_version_is_426() {
 
 #[tokio::test]
 async fn ws_echoes_text_and_binary_then_closes() {
-    let server = start(Limits::default()).await;
+    let server = start(LIMITS).await;
     let mut ws = connect_ws(server.addr).await;
 
     ws.send(Message::text("hello, wss"))
@@ -162,7 +162,7 @@ async fn ws_echoes_text_and_binary_then_closes() {
 
 #[tokio::test]
 async fn shutdown_stops_serving() {
-    let server = start(Limits::default()).await;
+    let server = start(LIMITS).await;
     server.stop.send(()).expect("server still running");
     let result = tokio::time::timeout(Duration::from_secs(5), server.task)
         .await
@@ -177,7 +177,7 @@ async fn shutdown_stops_serving() {
 async fn connections_over_the_limit_are_dropped() {
     let server = start(Limits {
         max_connections: 1,
-        ..Limits::default()
+        ..LIMITS
     })
     .await;
     // An open WebSocket session holds the only slot, even though its HTTP exchange is over.
@@ -210,7 +210,7 @@ async fn silent_clients_are_cut_off_after_the_header_timeout() {
     let header_read_timeout = Duration::from_millis(200);
     let server = start(Limits {
         header_read_timeout,
-        ..Limits::default()
+        ..LIMITS
     })
     .await;
     let mut stream = TcpStream::connect(server.addr).await.expect("connect");

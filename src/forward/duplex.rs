@@ -16,9 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::one_way::{Fault, OneWay};
-
-/// How long a connection being closed by us may take to say goodbye (close_notify).
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
+use crate::http::canned::GOODBYE_TIMEOUT;
 
 /// Byte counters for the two directions.
 #[derive(Clone)]
@@ -146,7 +144,7 @@ where
     if !matches!(outcome, CloseReason::Closed | CloseReason::ClientError(_)) {
         // Tell the client we are done (close_notify) rather than vanish; bounded, best effort.
         // Boxed like the idle timer: only a closing connection needs this timer.
-        let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, client.shutdown())).await;
+        let _ = Box::pin(tokio::time::timeout(GOODBYE_TIMEOUT, client.shutdown())).await;
     }
     (outcome, up.total, down.total)
 }

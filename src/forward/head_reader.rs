@@ -2,23 +2,18 @@
 //! it ([`super::request_head`]); a bad head is answered 400 or 431 and closed, never forwarded.
 
 use std::io;
-use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use hyper::StatusCode;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::Instant;
 
 use super::request_head::{ClientFacts, HeadError, rewrite};
+use crate::http::canned::{self, Close};
 
-const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\
-Content-Length: 23\r\nConnection: close\r\n\r\nMalformed request head\n";
-const TOO_LARGE: &[u8] =
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n\
-Content-Length: 23\r\nConnection: close\r\n\r\nRequest head too large\n";
-/// How long a refusal may take to go out (and the client's leftover bytes to be drained)
-/// before the connection is dropped anyway.
-const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
-/// Most leftover bytes drained after a refusal (see [`read_head`]).
-const LINGER_MAX: usize = 64 * 1024;
+/// What a malformed head is answered with (400).
+const BAD_REQUEST: &str = "Malformed request head\n";
+/// What an oversized head is answered with (431).
+const TOO_LARGE: &str = "Request head too large\n";
 
 /// Why no head was forwarded. Each ends only its own connection.
 #[derive(Debug, thiserror::Error)]
@@ -65,79 +60,52 @@ pub async fn read_head<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let result = read(client, facts, max, deadline).await;
-    let answer = match &result {
-        Err(HeadFailure::Malformed(_)) => BAD_REQUEST,
-        Err(HeadFailure::TooLarge) => TOO_LARGE,
-        _ => return result,
-    };
-    refuse(client, answer).await;
-    result
-}
-
-/// Sends `answer`, closes our side, and drains what the client still sends, all within
-/// [`GOODBYE_TIMEOUT`].
-pub(super) async fn refuse<S>(client: &mut S, answer: &[u8])
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let _ = tokio::time::timeout(GOODBYE_TIMEOUT, async {
-        client.write_all(answer).await?;
-        client.shutdown().await?;
-        // A lingering close: closing a socket with unread bytes resets the connection, and
-        // the reset can overtake the answer, so drain what the client is still sending.
-        let mut sink = [0u8; 1024];
-        let mut drained = 0;
-        while drained < LINGER_MAX {
-            match client.read(&mut sink).await? {
-                0 => break,
-                n => drained += n,
+    let result = async {
+        let mut buf = vec![0u8; max];
+        let mut filled = 0;
+        loop {
+            if filled == max {
+                return Err(HeadFailure::TooLarge);
+            }
+            let n = match tokio::time::timeout_at(deadline, client.read(&mut buf[filled..])).await {
+                Err(_) => return Err(HeadFailure::Timeout),
+                Ok(Err(err)) => return Err(HeadFailure::Io(err)),
+                Ok(Ok(0)) => return Err(HeadFailure::Eof),
+                Ok(Ok(n)) => n,
+            };
+            let line_ended = buf[filled..filled + n].contains(&b'\n');
+            filled += n;
+            // A head can only be complete (or shown malformed) once a line has ended; skipping
+            // the parse otherwise keeps a byte-at-a-time client from costing a parse per byte.
+            if !line_ended {
+                continue;
+            }
+            match rewrite(&buf[..filled], facts) {
+                Ok(Some(out)) => return Ok(out),
+                Ok(None) => {}
+                Err(HeadError::TooLarge) => return Err(HeadFailure::TooLarge),
+                Err(err) => return Err(HeadFailure::Malformed(err)),
             }
         }
-        Ok::<_, io::Error>(())
-    })
-    .await;
-}
-
-async fn read<S>(
-    client: &mut S,
-    facts: &ClientFacts<'_>,
-    max: usize,
-    deadline: Instant,
-) -> Result<Vec<u8>, HeadFailure>
-where
-    S: AsyncRead + Unpin,
-{
-    let mut buf = vec![0u8; max];
-    let mut filled = 0;
-    loop {
-        if filled == max {
-            return Err(HeadFailure::TooLarge);
-        }
-        let n = match tokio::time::timeout_at(deadline, client.read(&mut buf[filled..])).await {
-            Err(_) => return Err(HeadFailure::Timeout),
-            Ok(Err(err)) => return Err(HeadFailure::Io(err)),
-            Ok(Ok(0)) => return Err(HeadFailure::Eof),
-            Ok(Ok(n)) => n,
-        };
-        let line_ended = buf[filled..filled + n].contains(&b'\n');
-        filled += n;
-        // A head can only be complete (or shown malformed) once a line has ended; skipping
-        // the parse otherwise keeps a byte-at-a-time client from costing a parse per byte.
-        if !line_ended {
-            continue;
-        }
-        match rewrite(&buf[..filled], facts) {
-            Ok(Some(out)) => return Ok(out),
-            Ok(None) => {}
-            Err(HeadError::TooLarge) => return Err(HeadFailure::TooLarge),
-            Err(err) => return Err(HeadFailure::Malformed(err)),
-        }
     }
+    .await;
+    let answer = match &result {
+        Err(HeadFailure::Malformed(_)) => canned::answer(StatusCode::BAD_REQUEST, BAD_REQUEST),
+        Err(HeadFailure::TooLarge) => {
+            canned::answer(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, TOO_LARGE)
+        }
+        _ => return result,
+    };
+    canned::goodbye(client, &answer, Close::Lingering).await;
+    result
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+
     use super::*;
 
     fn facts() -> ClientFacts<'static> {

@@ -6,11 +6,10 @@ mod head_reader;
 mod one_way;
 mod preamble;
 mod proxy_protocol;
-pub mod request_head;
+mod request_head;
 mod upstream;
 
 pub use duplex::{CloseReason, Counters, Timeouts, forward};
-pub use head_reader::HeadFailure;
-pub use preamble::{Preamble, Refusal};
-pub use proxy_protocol::TlsFacts;
-pub use upstream::{ConnectError, UpstreamStream, connect};
+pub use preamble::{ClientConfig, ForwardedHeaders, Preamble};
+pub use proxy_protocol::ProxyProtocol;
+pub use upstream::{Upstream, UpstreamStream, connect};

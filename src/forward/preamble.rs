@@ -4,19 +4,42 @@
 
 use std::net::SocketAddr;
 
+use hyper::StatusCode;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
-use super::head_reader::{HeadFailure, read_head, refuse};
+use super::head_reader::{HeadFailure, read_head};
+use super::proxy_protocol::ProxyProtocol;
 use super::proxy_protocol::{self, TlsFacts};
 use super::request_head::ClientFacts;
-use crate::config::{ClientConfig, ForwardedHeaders, ProxyProtocol};
-use crate::tls::{AllowList, ClientIdentity};
+use crate::http::canned::{self, Close};
+use crate::tls::{AllowList, ClientCa, ClientIdentity};
 
-/// What a client outside `--allow-san`/`--allow-cn` is told before the close.
-const FORBIDDEN: &[u8] = b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\n\
-Content-Length: 40\r\nConnection: close\r\n\r\nThis client certificate is not allowed.\n";
+/// `--forwarded-headers` and its limits.
+#[derive(Debug, Clone)]
+pub struct ForwardedHeaders {
+    /// `--trust-forwarded`.
+    pub trusted: Vec<ipnet::IpNet>,
+    /// `--max-request-head`.
+    pub max_head: usize,
+    /// `--request-head-timeout`.
+    pub timeout: std::time::Duration,
+}
+
+/// Who the client is and what the upstream is told, validated.
+#[derive(Debug, Clone, Default)]
+pub struct ClientConfig {
+    /// `--proxy-protocol`; `None` = off.
+    pub proxy_protocol: Option<ProxyProtocol>,
+    /// `--forwarded-headers`; `None` = off.
+    pub forwarded_headers: Option<ForwardedHeaders>,
+    /// `--client-ca`; `None` = no client certificates.
+    pub client_ca: Option<ClientCa>,
+}
+
+/// What a client outside `--allow-san`/`--allow-cn` is told (403) before the close.
+const FORBIDDEN: &str = "This client certificate is not allowed.\n";
 
 /// The version as HAProxy's `ssl_fc_protocol` spells it.
 fn version_name(version: rustls::ProtocolVersion) -> Option<&'static str> {
@@ -91,7 +114,8 @@ impl Preamble {
             .and_then(|chain| chain.first())
             .and_then(ClientIdentity::from_leaf);
         if !self.allow.allows(identity.as_ref()) {
-            refuse(client, FORBIDDEN).await;
+            let answer = canned::answer(StatusCode::FORBIDDEN, FORBIDDEN);
+            canned::goodbye(client, &answer, Close::Lingering).await;
             return Err(Refusal::NotAllowed);
         }
         let (tcp, tls) = client.get_ref();

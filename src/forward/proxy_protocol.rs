@@ -5,7 +5,16 @@ use std::net::{IpAddr, SocketAddr};
 
 use ppp::v2::{self, Builder, Command, Protocol, Type, Version};
 
-use crate::config::ProxyProtocol;
+/// Which PROXY protocol header to send the upstream (`--proxy-protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProxyProtocol {
+    /// None.
+    Off,
+    /// The text header (`PROXY TCP4 …`).
+    V1,
+    /// The binary header, with ALPN, authority (SNI) and TLS/client-certificate TLVs.
+    V2,
+}
 
 /// PP2_CLIENT_SSL: the client connected over TLS.
 const PP2_CLIENT_SSL: u8 = 0x01;

@@ -1,20 +1,17 @@
 //! Pod annotations `wss-sidecar.io/<flag>` → the sidecar's `proxy` arguments, checked by the
 //! proxy's own clap parser.
 //!
-//! There is no hand-written list of flags: the valid annotations are the long flags of
-//! [`ProxyArgs`] as clap defines them, so a flag added to the proxy is an annotation at once,
-//! and a value clap would refuse at start-up is refused here, at `kubectl apply` time.
+//! There is no hand-written list of flags: the valid annotations are the long flags of the
+//! proxy's clap definition ([`ProxyFlags`]), so a flag added to the proxy is an annotation at
+//! once, and a value clap would refuse at start-up is refused here, at `kubectl apply` time.
 //!
 //! Values: a switch takes `"true"` or `"false"`; a repeatable flag takes a comma-separated list
 //! (`wss-sidecar.io/cert-dir: "/a,/b"` → `--cert-dir=/a --cert-dir=/b`); any other flag takes
 //! its value as written.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 
-use clap::{ArgAction, Args, FromArgMatches};
-
-use crate::config::ProxyArgs;
+use super::flags::ProxyFlags;
 
 /// The prefix of every annotation the injector reads.
 pub const PREFIX: &str = "wss-sidecar.io/";
@@ -32,17 +29,6 @@ const INJECTOR_KEYS: [&str; 4] = [INJECT, STATUS, CERT_SECRET_VOLUME, UPSTREAM_P
 
 /// Where `cert-secret-volume` mounts the Secret (and so the `--cert-dir` it adds).
 pub const TLS_MOUNT_PATH: &str = "/var/run/wss-sidecar/tls";
-
-/// How a proxy flag takes its value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FlagKind {
-    /// `--flag` or nothing.
-    Switch,
-    /// One value.
-    Single,
-    /// Any number of values.
-    Repeatable,
-}
 
 /// What the annotations ask for, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,86 +53,10 @@ pub struct SidecarArgs {
 #[error("{0}")]
 pub struct Denial(pub String);
 
-/// The proxy's command line as clap defines it, without environment variables: the injector's
-/// own environment must not leak into a pod's check.
-fn proxy_command() -> &'static clap::Command {
-    static COMMAND: OnceLock<clap::Command> = OnceLock::new();
-    COMMAND.get_or_init(|| {
-        ProxyArgs::augment_args(clap::Command::new("proxy"))
-            .no_binary_name(true)
-            .disable_help_flag(true)
-            .mut_args(|arg| arg.env(None))
-    })
-}
-
-/// Every proxy long flag and how it takes values.
-fn flags() -> &'static BTreeMap<String, FlagKind> {
-    static FLAGS: OnceLock<BTreeMap<String, FlagKind>> = OnceLock::new();
-    FLAGS.get_or_init(|| {
-        proxy_command()
-            .get_arguments()
-            .filter_map(|arg| {
-                let kind = match arg.get_action() {
-                    ArgAction::SetTrue | ArgAction::SetFalse | ArgAction::Count => FlagKind::Switch,
-                    ArgAction::Append => FlagKind::Repeatable,
-                    ArgAction::Set => FlagKind::Single,
-                    _ => return None,
-                };
-                Some((arg.get_long()?.to_string(), kind))
-            })
-            .collect()
-    })
-}
-
-/// The names of every flag that may be set through an annotation (without `--`).
-pub fn flag_names() -> impl Iterator<Item = &'static str> {
-    flags().keys().map(String::as_str)
-}
-
-/// Turns `FLAG` = `value` into command-line words, checked by clap on their own so that an
-/// error is pinned on `label` (the annotation, or `--sidecar-default FLAG`).
-fn flag_words(label: &str, flag: &str, value: &str) -> Result<Vec<String>, Denial> {
-    let Some(kind) = flags().get(flag) else {
-        return Err(Denial(format!(
-            "{label}: `wss-sidecar proxy` has no flag --{flag}"
-        )));
-    };
-    let words = match kind {
-        FlagKind::Switch => match value {
-            "true" => vec![format!("--{flag}")],
-            "false" => vec![],
-            _ => {
-                return Err(Denial(format!(
-                    "{label}: expected \"true\" or \"false\", got {value:?}"
-                )));
-            }
-        },
-        FlagKind::Single => vec![format!("--{flag}={value}")],
-        FlagKind::Repeatable => value
-            .split(',')
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(|v| format!("--{flag}={v}"))
-            .collect(),
-    };
-    proxy_command()
-        .clone()
-        .try_get_matches_from(&words)
-        .map_err(|err| Denial(format!("{label}: {}", first_line(&err))))?;
-    Ok(words)
-}
-
-/// clap's message without its `error: ` prefix, usage and help hint.
-fn first_line(err: &clap::Error) -> String {
-    let text = err.to_string();
-    let line = text.lines().next().unwrap_or_default();
-    line.strip_prefix("error: ").unwrap_or(line).to_string()
-}
-
 /// Checks `--sidecar-default FLAG=VALUE` pairs at start-up, the way annotations are checked.
-pub fn check_defaults(defaults: &[(String, String)]) -> Result<(), Denial> {
+pub fn check_defaults(defaults: &[(String, String)], flags: &ProxyFlags) -> Result<(), Denial> {
     for (flag, value) in defaults {
-        flag_words(&format!("--sidecar-default {flag}"), flag, value)?;
+        flags.words(&format!("--sidecar-default {flag}"), flag, value)?;
     }
     Ok(())
 }
@@ -156,6 +66,7 @@ pub fn check_defaults(defaults: &[(String, String)]) -> Result<(), Denial> {
 pub fn sidecar_args(
     annotations: &BTreeMap<String, String>,
     defaults: &[(String, String)],
+    flags: &ProxyFlags,
 ) -> Result<SidecarArgs, Denial> {
     let ours: BTreeMap<&str, &str> = annotations
         .iter()
@@ -163,7 +74,7 @@ pub fn sidecar_args(
         .collect();
     let unknown: Vec<String> = ours
         .keys()
-        .filter(|k| !flags().contains_key(**k) && !INJECTOR_KEYS.contains(&key(k).as_str()))
+        .filter(|k| !flags.has(k) && !INJECTOR_KEYS.contains(&key(k).as_str()))
         .map(|k| key(k))
         .collect();
     if !unknown.is_empty() {
@@ -178,7 +89,7 @@ pub fn sidecar_args(
         .iter()
         .map(|(f, v)| (f.clone(), (format!("--sidecar-default {f}"), v.clone())))
         .collect();
-    for (flag, value) in ours.iter().filter(|(k, _)| flags().contains_key(**k)) {
+    for (flag, value) in ours.iter().filter(|(k, _)| flags.has(k)) {
         values.insert(flag.to_string(), (key(flag), value.to_string()));
     }
     if let Some(port) = ours.get("upstream-port") {
@@ -211,27 +122,19 @@ pub fn sidecar_args(
         args.push(format!("--cert-dir={TLS_MOUNT_PATH}"));
     }
     for (flag, (label, value)) in &values {
-        args.extend(flag_words(label, flag, value)?);
+        args.extend(flags.words(label, flag, value)?);
     }
     // Each flag passed alone; now together, for what only the whole line can show.
-    let parsed = proxy_command()
-        .clone()
-        .try_get_matches_from(&args[1..])
-        .and_then(|m| ProxyArgs::from_arg_matches(&m))
-        .map_err(|err| {
-            Denial(format!(
-                "the {PREFIX}* annotations do not combine: {}",
-                first_line(&err)
-            ))
-        })?;
+    let line = flags
+        .read_line(&args[1..])
+        .map_err(|why| Denial(format!("the {PREFIX}* annotations do not combine: {why}")))?;
     Ok(SidecarArgs {
         args,
-        listen_port: parsed.listen.port(),
-        admin_port: parsed.admin_listen.0.map(|a| a.port()),
-        http_port: parsed.acme.http_listen.map(|a| a.port()),
+        listen_port: line.listen_port,
+        admin_port: line.admin_port,
+        http_port: line.http_port,
         cert_secret_volume,
-        acme: values.keys().any(|f| f.starts_with("acme-"))
-            && !parsed.acme.acme_store.starts_with("secret:"),
+        acme: values.keys().any(|f| f.starts_with("acme-")) && !line.acme_store_is_secret,
     })
 }
 
@@ -261,6 +164,10 @@ fn check_secret_name(name: &str) -> Result<String, Denial> {
 mod tests {
     use super::*;
 
+    fn flags() -> &'static ProxyFlags {
+        crate::config::proxy_flags()
+    }
+
     fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
@@ -269,12 +176,12 @@ mod tests {
     }
 
     fn args(pairs: &[(&str, &str)]) -> Result<SidecarArgs, Denial> {
-        sidecar_args(&annotations(pairs), &[])
+        sidecar_args(&annotations(pairs), &[], flags())
     }
 
     #[test]
     fn every_proxy_flag_is_an_annotation() {
-        let names: Vec<&str> = flag_names().collect();
+        let names: Vec<&str> = flags().names().collect();
         for flag in [
             "listen",
             "upstream",
@@ -317,9 +224,10 @@ mod tests {
     #[test]
     fn annotations_override_defaults() {
         let defaults = [("log-format".to_string(), "json".to_string())];
-        let got = sidecar_args(&annotations(&[("log-format", "text")]), &defaults).unwrap();
+        let got =
+            sidecar_args(&annotations(&[("log-format", "text")]), &defaults, flags()).unwrap();
         assert_eq!(got.args, ["proxy", "--log-format=text"]);
-        let got = sidecar_args(&BTreeMap::new(), &defaults).unwrap();
+        let got = sidecar_args(&BTreeMap::new(), &defaults, flags()).unwrap();
         assert_eq!(got.args, ["proxy", "--log-format=json"]);
     }
 
@@ -359,12 +267,12 @@ mod tests {
         // Annotations of other tools are none of our business.
         let mut other = annotations(&[]);
         other.insert("example.com/upstrem".into(), "x".into());
-        assert!(sidecar_args(&other, &[]).is_ok());
+        assert!(sidecar_args(&other, &[], flags()).is_ok());
     }
 
     #[test]
     fn bad_defaults_are_named() {
-        let err = check_defaults(&[("no-such-flag".into(), "1".into())]).unwrap_err();
+        let err = check_defaults(&[("no-such-flag".into(), "1".into())], flags()).unwrap_err();
         assert!(err.0.contains("--sidecar-default no-such-flag"), "{err}");
     }
 }

@@ -11,7 +11,17 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::annotations::{SidecarArgs, TLS_MOUNT_PATH};
-use crate::config::{InjectorArgs, SidecarMode};
+use super::flags::ProxyFlags;
+
+/// How the sidecar joins the pod (`--sidecar-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SidecarMode {
+    /// A native sidecar (Kubernetes 1.29+): the first init container, `restartPolicy: Always`,
+    /// with a startup probe, so the app starts after TLS is ready and Jobs still complete.
+    Native,
+    /// A plain container appended to `containers`, for clusters older than 1.29.
+    Plain,
+}
 
 /// The injected container's name; a pod holding a container of this name is already injected.
 pub const CONTAINER_NAME: &str = "wss-sidecar";
@@ -51,35 +61,11 @@ pub struct SidecarTemplate {
     pub limits: BTreeMap<String, String>,
     /// Proxy flags every sidecar gets unless an annotation says otherwise.
     pub defaults: Vec<(String, String)>,
+    /// The proxy's flags, which annotations are checked against.
+    pub flags: &'static ProxyFlags,
 }
 
 impl SidecarTemplate {
-    /// The template the injector's flags describe.
-    pub fn from_args(args: &InjectorArgs) -> Self {
-        let pick = |pairs: [(&str, &String); 2]| {
-            pairs
-                .into_iter()
-                .filter(|(_, v)| !v.is_empty())
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect()
-        };
-        Self {
-            image: args.sidecar_image.clone(),
-            pull_policy: args.sidecar_image_pull_policy.clone(),
-            mode: args.sidecar_mode,
-            uid: args.sidecar_uid,
-            requests: pick([
-                ("cpu", &args.sidecar_cpu_request),
-                ("memory", &args.sidecar_memory_request),
-            ]),
-            limits: pick([
-                ("cpu", &args.sidecar_cpu_limit),
-                ("memory", &args.sidecar_memory_limit),
-            ]),
-            defaults: args.sidecar_defaults.clone(),
-        }
-    }
-
     /// The container for one pod.
     pub fn container(&self, args: &SidecarArgs) -> Container {
         let probe = |path: &str| {

@@ -4,9 +4,8 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 
 use super::annotations::{self, Denial, INJECT, STATUS};
-use super::container::{CONTAINER_NAME, SidecarTemplate, volumes};
+use super::container::{CONTAINER_NAME, SidecarMode, SidecarTemplate, volumes};
 use super::patch::PatchBuilder;
-use crate::config::SidecarMode;
 
 /// Namespaces the injector never touches, whatever their pods say: the cluster's own.
 pub const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
@@ -52,7 +51,7 @@ pub fn inject(pod: &Pod, namespace: &str, template: &SidecarTemplate) -> Result<
         return Ok(Outcome::Skipped("already injected"));
     }
 
-    let args = annotations::sidecar_args(&annotations, &template.defaults)?;
+    let args = annotations::sidecar_args(&annotations, &template.defaults, template.flags)?;
     let container = to_value(&template.container(&args))?;
     let mut patch = PatchBuilder::default();
     match template.mode {

@@ -102,8 +102,7 @@ mod tests {
 
     #[test]
     fn garbage_gets_an_invalid_response() {
-        let template =
-            crate::injector::SidecarTemplate::from_args(&crate::injector::default_args());
+        let template = crate::injector::default_config().template;
         let value: Value = serde_json::from_slice(&review(b"{nope", &template)).unwrap();
         assert_eq!(value["response"]["allowed"], false);
         assert_eq!(value["kind"], "AdmissionReview");

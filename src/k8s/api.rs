@@ -1,7 +1,7 @@
-//! What certificate sources and the ACME store need from the Kubernetes API, as narrow
-//! traits over one named Secret and one named Lease. Writes name the `resourceVersion` they
-//! were based on, so a writer that raced another gets [`ApiError::Conflict`], never a silent
-//! overwrite.
+//! What certificate sources, the ACME store and the injector's own certificate need from the
+//! Kubernetes API, as narrow traits over one named Secret, one named Lease and one webhook
+//! configuration. Writes name the `resourceVersion` they were based on, so a writer that raced
+//! another gets [`ApiError::Conflict`], never a silent overwrite.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -101,4 +101,14 @@ pub trait LeaseApi: Send + Sync + 'static {
         lease: LeaseState,
         based_on: Option<String>,
     ) -> impl Future<Output = Result<(), ApiError>> + Send;
+}
+
+/// One MutatingWebhookConfiguration's `caBundle`s; [`super::client::KubeWebhook`] is the real
+/// one.
+pub trait WebhookApi: Send + Sync + 'static {
+    /// The `caBundle` of every webhook in the configuration (base64-decoded PEM).
+    fn ca_bundles(&self) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>, ApiError>> + Send;
+    /// Sets the `caBundle` of every webhook in the configuration to `pem`, replacing the
+    /// version read: a concurrent edit is a conflict, not a lost update.
+    fn set_ca_bundle(&self, pem: Vec<u8>) -> impl Future<Output = Result<(), ApiError>> + Send;
 }

@@ -1,5 +1,5 @@
-//! The traits of [`super::api`] over the real Kubernetes API (kube's client and watcher), and
-//! the client itself: in-cluster service account or kubeconfig, as kube infers them.
+//! The traits of `super::api` over the real Kubernetes API (kube's client and watcher), and
+//! the one client constructor: in-cluster service account or kubeconfig, as kube infers them.
 
 use std::future::ready;
 
@@ -8,6 +8,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -15,7 +16,9 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 
-use super::api::{ApiError, LeaseApi, LeaseState, SecretApi, SecretData, SecretEvent, Versioned};
+use super::api::{
+    ApiError, LeaseApi, LeaseState, SecretApi, SecretData, SecretEvent, Versioned, WebhookApi,
+};
 
 /// A client from the pod's service account, or from `KUBECONFIG` / `~/.kube/config`.
 pub async fn connect() -> Result<kube::Client, ApiError> {
@@ -25,7 +28,7 @@ pub async fn connect() -> Result<kube::Client, ApiError> {
 }
 
 /// Maps kube's errors onto the few cases callers act on.
-pub fn api_error(err: kube::Error) -> ApiError {
+fn api_error(err: kube::Error) -> ApiError {
     match err {
         kube::Error::Api(status) if status.code == 409 => ApiError::Conflict,
         kube::Error::Api(status) if status.code == 404 => ApiError::NotFound(status.message),
@@ -35,7 +38,7 @@ pub fn api_error(err: kube::Error) -> ApiError {
 }
 
 /// Metadata for an object we write: its name, the version it replaces, and our label.
-pub fn meta(name: &str, based_on: Option<String>) -> ObjectMeta {
+fn meta(name: &str, based_on: Option<String>) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.into()),
         resource_version: based_on,
@@ -210,5 +213,47 @@ impl LeaseApi for KubeLease {
             self.api.create(&pp, &object).await
         };
         written.map(drop).map_err(api_error)
+    }
+}
+
+/// One cluster-scoped MutatingWebhookConfiguration through kube.
+#[derive(Clone)]
+pub struct KubeWebhook {
+    api: Api<MutatingWebhookConfiguration>,
+    name: String,
+}
+
+impl KubeWebhook {
+    /// The configuration `name`.
+    pub fn new(client: kube::Client, name: &str) -> Self {
+        Self {
+            api: Api::all(client),
+            name: name.into(),
+        }
+    }
+}
+
+impl WebhookApi for KubeWebhook {
+    async fn ca_bundles(&self) -> Result<Vec<Option<Vec<u8>>>, ApiError> {
+        let config = self.api.get(&self.name).await.map_err(api_error)?;
+        Ok(config
+            .webhooks
+            .unwrap_or_default()
+            .into_iter()
+            .map(|w| w.client_config.ca_bundle.map(|b| b.0))
+            .collect())
+    }
+
+    async fn set_ca_bundle(&self, pem: Vec<u8>) -> Result<(), ApiError> {
+        // Read, change, replace with the version read (it is in the metadata read).
+        let mut config = self.api.get(&self.name).await.map_err(api_error)?;
+        for webhook in config.webhooks.iter_mut().flatten() {
+            webhook.client_config.ca_bundle = Some(ByteString(pem.clone()));
+        }
+        self.api
+            .replace(&self.name, &PostParams::default(), &config)
+            .await
+            .map(drop)
+            .map_err(api_error)
     }
 }

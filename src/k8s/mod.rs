@@ -1,15 +1,21 @@
-//! The Kubernetes API, for certificates kept in Secrets: narrow traits over one Secret and one
-//! Lease ([`api`]) with kube behind them ([`client`]), leader election ([`lease`]), object
-//! references and the pod's namespace ([`target`]), and Events on the pod ([`events`]).
+//! The Kubernetes API, for certificates kept in Secrets: narrow traits over one Secret, one
+//! Lease and one webhook configuration (`api`) with kube behind them and the one client
+//! constructor ([`client`]), the one way to write a Secret (`write`), leader election on a
+//! Lease ([`lease`]), object references and the pod's namespace (`target`), and Events on the
+//! pod (`events`).
 
-pub mod api;
+pub(crate) mod api;
 pub mod client;
-pub mod events;
+pub(crate) mod events;
 pub mod lease;
 #[cfg(test)]
 pub(crate) mod memory;
-pub mod target;
+pub(crate) mod target;
+pub(crate) mod write;
 
-pub use api::{ApiError, LeaseApi, LeaseState, SecretApi, SecretData, SecretEvent, Versioned};
+pub use api::{
+    ApiError, LeaseApi, LeaseState, SecretApi, SecretData, SecretEvent, Versioned, WebhookApi,
+};
 pub use events::{Events, Reason};
 pub use target::ObjectRef;
+pub use write::{WriteError, Written, modify};

@@ -18,9 +18,21 @@ use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureS
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::certs::watch::{self, Refresh};
-use crate::config::ClientCa;
+use crate::file_watch::{self, Refresh};
 use crate::metrics::{Metrics, Reload};
+
+/// `--client-ca` and what goes with it: the bundle, and which certificates may pass.
+#[derive(Debug, Clone)]
+pub struct ClientCa {
+    /// The CA file or directory.
+    pub path: PathBuf,
+    /// `--client-auth required`.
+    pub required: bool,
+    /// `--allow-san`.
+    pub allow_san: Vec<String>,
+    /// `--allow-cn`.
+    pub allow_cn: Vec<String>,
+}
 
 /// Why the CA bundle cannot be used. At start-up this stops the proxy; on reload the last
 /// good bundle stays in force.
@@ -158,7 +170,7 @@ impl ClientCaVerifier {
             source: format!("client-ca:{}", self.path.display()),
             metrics,
         };
-        watch::spawn_watch(dir, reloader, poll_interval, stop)
+        file_watch::spawn_watch(dir, reloader, poll_interval, stop)
     }
 
     fn now(&self) -> Arc<dyn ClientCertVerifier> {

@@ -2,16 +2,17 @@
 
 use std::io;
 
-use tokio::io::AsyncWriteExt;
+use hyper::StatusCode;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-/// What NGINX answers when plain HTTP reaches a TLS port; a person testing with `curl http://`
-/// learns what went wrong instead of seeing a reset.
-const PLAIN_HTTP_RESPONSE: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\
-Content-Length: 49\r\nConnection: close\r\n\r\nThe plain HTTP request was sent to an HTTPS port\n";
+use crate::http::canned::{self, Close};
+
+/// What NGINX answers (400) when plain HTTP reaches a TLS port; a person testing with
+/// `curl http://` learns what went wrong instead of seeing a reset.
+const PLAIN_HTTP: &str = "The plain HTTP request was sent to an HTTPS port\n";
 
 /// The first byte of every TLS connection: a handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
@@ -82,9 +83,10 @@ pub(super) async fn expect_tls(
         Ok(Ok(0)) => return Err(HandshakeError::Eof(io::ErrorKind::UnexpectedEof.into())),
         Ok(Ok(_)) if first[0] != TLS_HANDSHAKE_RECORD => {
             let mut tcp = tcp;
-            // Best effort, bounded by the same deadline; the connection closes either way.
-            let _ = tokio::time::timeout_at(deadline, tcp.write_all(PLAIN_HTTP_RESPONSE)).await;
-            let _ = tokio::time::timeout_at(deadline, tcp.shutdown()).await;
+            let answer = canned::answer(StatusCode::BAD_REQUEST, PLAIN_HTTP);
+            // Bounded by the handshake deadline too; the connection closes either way.
+            let goodbye = canned::goodbye(&mut tcp, &answer, Close::Now);
+            let _ = tokio::time::timeout_at(deadline, goodbye).await;
             return Err(HandshakeError::NotTls);
         }
         Ok(Ok(_)) => {}

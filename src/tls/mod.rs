@@ -9,7 +9,9 @@ mod resolver;
 mod server_config;
 
 pub use acme_alpn::{ACME_TLS_ALPN, AlpnChallenges, accept_answering};
-pub use client_auth::{ClientCaError, ClientCaVerifier, is_client_cert_error, load_client_roots};
+pub use client_auth::{
+    ClientCa, ClientCaError, ClientCaVerifier, is_client_cert_error, load_client_roots,
+};
 pub use client_identity::{AllowList, ClientIdentity};
 pub use handshake::{HandshakeError, accept};
 pub use resolver::Resolver;

@@ -29,9 +29,3 @@ impl ResolvesServerCert for Resolver {
             .map(|cert| Arc::clone(&cert.key))
     }
 }
-
-impl std::fmt::Debug for CertStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertStore").finish_non_exhaustive()
-    }
-}

@@ -2,74 +2,11 @@
 //! `--http-listen` with redirects (2), a restart that reuses the stored certificate (3),
 //! external account binding, and bad ACME flags refused at start-up.
 
-use std::time::Duration;
-
-use tempfile::TempDir;
 use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::Message;
 
+use crate::support::acme::{NAMES, ORDERS, acme_args, echo_as, wait_issued};
 use crate::support::pebble::{Pebble, PebbleOptions, free_addr};
 use crate::support::*;
-
-/// The names of the certificate every test here asks for.
-pub const NAMES: [&str; 2] = ["one.acme.test", "two.acme.test"];
-/// How long issuance may take on a loaded machine (Pebble alone takes well under a second).
-pub const ISSUE_TIMEOUT: Duration = Duration::from_secs(60);
-/// The sidecar's orders counter.
-pub const ORDERS: &str = "wss_sidecar_acme_orders_total";
-
-/// `--acme-*` flags for `names` from `pebble`, the state in `store`, then `extra`.
-pub fn acme_args(pebble: &Pebble, store: &TempDir, names: &[&str], extra: &[&str]) -> Vec<String> {
-    let mut args = vec![
-        "--acme-directory".to_string(),
-        pebble.directory.clone(),
-        "--acme-ca-root".into(),
-        pebble.ca_root.display().to_string(),
-        "--acme-store".into(),
-        store.path().display().to_string(),
-        "--acme-email".into(),
-        "ops@acme.test".into(),
-        "--acme-poll-interval".into(),
-        "200ms".into(),
-    ];
-    for name in names {
-        args.extend(["--acme-domain".to_string(), name.to_string()]);
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args
-}
-
-/// Waits until the proxy is ready, with a generous timeout for issuance.
-pub async fn wait_issued(proxy: &TestProxy) {
-    let admin = proxy.admin;
-    wait_until(
-        "the ACME certificate is issued and /readyz is 200",
-        ISSUE_TIMEOUT,
-        || async move {
-            http_get(admin, "/readyz")
-                .await
-                .is_ok_and(|(status, _)| status == 200)
-        },
-    )
-    .await;
-}
-
-/// A WebSocket echo through `proxy` as `name`, trusting only Pebble's current roots; returns
-/// the leaf the proxy presented.
-pub async fn echo_as(
-    pebble: &Pebble,
-    addr: std::net::SocketAddr,
-    name: &str,
-) -> rustls_pki_types::CertificateDer<'static> {
-    let config = client_config(&pebble.issuer_roots().await, &[b"http/1.1"]);
-    let tls = tls_connect(addr, name, config.clone())
-        .await
-        .unwrap_or_else(|e| panic!("tls as {name}: {e}"));
-    let leaf = peer_leaf(&tls);
-    let mut ws = ws_connect(addr, name, config).await.expect("websocket");
-    assert_echo(&mut ws, Message::text("hello over acme")).await;
-    leaf
-}
 
 async fn proxy_args(upstream: &str, acme: &[String]) -> Vec<String> {
     let mut args = vec!["--upstream".to_string(), upstream.to_string()];
@@ -107,7 +44,7 @@ async fn tls_alpn_01_from_an_empty_store_then_a_restart_reuses_the_certificate()
         let leaf = echo_as(&pebble, proxy.addr, name).await;
         let mut names = leaf_names(&leaf);
         names.sort();
-        assert_eq!(names, NAMES, "one certificate for both names");
+        assert_eq!(names, NAMES, "one certificate for all the names");
         issued.get_or_insert(leaf);
     }
     // Ordinary clients never negotiate acme-tls/1, even when they offer it beside http/1.1.

@@ -7,12 +7,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::acme::{ISSUE_TIMEOUT, NAMES, ORDERS, acme_args, echo_as, wait_issued};
+use crate::support::acme::{
+    ALWAYS_RENEW, ISSUE_TIMEOUT, NAMES, ORDERS, acme_args, echo_as, wait_for_new_leaf, wait_issued,
+};
 use crate::support::pebble::{Pebble, PebbleOptions, free_addr};
 use crate::support::*;
-
-/// Renew right after every issuance: longer than any certificate Pebble issues.
-const ALWAYS_RENEW: &str = "100000d";
 
 /// A proxy ordering from a fresh Pebble with `extra` flags, ready with its first certificate.
 async fn issued_proxy(extra: &[&str]) -> (Pebble, TestProxy, EchoServer, tempfile::TempDir) {
@@ -31,22 +30,6 @@ async fn issued_proxy(extra: &[&str]) -> (Pebble, TestProxy, EchoServer, tempfil
     let proxy = TestProxy::start_unready_on(tls, None, &args).await;
     wait_issued(&proxy).await;
     (pebble, proxy, app, store)
-}
-
-/// Waits until a fresh handshake as `name` at `addr` shows a leaf other than `old`.
-pub async fn wait_for_new_leaf(
-    addr: std::net::SocketAddr,
-    name: &str,
-    config: &std::sync::Arc<rustls::ClientConfig>,
-    old: &rustls_pki_types::CertificateDer<'static>,
-) {
-    wait_until("a renewed certificate is served", ISSUE_TIMEOUT, || async {
-        match tls_connect(addr, name, config.clone()).await {
-            Ok(tls) => peer_leaf(&tls) != *old,
-            Err(_) => false,
-        }
-    })
-    .await;
 }
 
 #[tokio::test]

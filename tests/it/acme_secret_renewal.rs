@@ -3,18 +3,15 @@
 
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::acme::ISSUE_TIMEOUT;
-use crate::acme_renewal::wait_for_new_leaf;
-use crate::acme_replicas::{IPS, NAMES};
-use crate::acme_secret_store::{Cluster, EVENTS, wait_ready};
+use crate::support::acme::{
+    ALWAYS_RENEW, EVENTS, IPS, ISSUE_TIMEOUT, NAMES, SecretStoreCluster, wait_for_new_leaf,
+    wait_ready,
+};
 use crate::support::*;
-
-/// Renew right after every issuance: longer than any certificate Pebble issues.
-const ALWAYS_RENEW: &str = "100000d";
 
 #[tokio::test]
 async fn a_renewal_is_served_under_a_live_websocket_and_reported_as_an_event() {
-    let cluster = Cluster::start().await;
+    let cluster = SecretStoreCluster::start().await;
     // One replica, answering for every name.
     for name in &NAMES[1..] {
         cluster.pebble.set_a(name, IPS[0]).await;

@@ -6,146 +6,19 @@
 //! back-off kept in the Secret across a restart. The API server enforces the example
 //! Role (`manifests/examples/sidecar-rbac.yaml`) throughout: the sidecar needs nothing more.
 
-use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine;
 use hyper::Method;
 use serde_json::Value;
-use tempfile::TempDir;
 
-use crate::acme::{ISSUE_TIMEOUT, ORDERS, echo_as};
-use crate::acme_replicas::{
-    IPS, NAMES, assert_each_answered_its_name, pebble_for_replicas, scrape,
+use crate::support::acme::{
+    EVENTS, IPS, ISSUE_TIMEOUT, LEASE, NAMES, NS, ORDERS, SECRET, STORE, SecretStoreCluster,
+    assert_each_answered_its_name, echo_as, scrape, wait_ready,
 };
 use crate::support::fake_api::{FakeApi, example_role};
-use crate::support::pebble::{Pebble, free_addr};
+use crate::support::pebble::free_addr;
 use crate::support::*;
-
-const NS: &str = "team";
-/// The store's name: the example Role grants exactly this one.
-const STORE: &str = "chat-acme";
-const SECRET: &str = "/api/v1/namespaces/team/secrets/chat-acme";
-const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/team/leases/chat-acme";
-const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/team/leases";
-pub const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/team/events";
-/// What Pebble logs for each order placed.
-const NEW_ORDER: &str = "POST /order-plz";
-
-/// Pebble, the API server with the example Role in force, and the echo app.
-pub struct Cluster {
-    pub api: FakeApi,
-    pub pebble: Pebble,
-    app: EchoServer,
-    port: u16,
-    kubeconfig: PathBuf,
-    _dir: TempDir,
-}
-
-impl Cluster {
-    pub async fn start() -> Cluster {
-        let (pebble, port) = pebble_for_replicas().await;
-        let api = FakeApi::start().await;
-        let (namespace, rules) = example_role();
-        assert_eq!(namespace, NS);
-        api.enforce_role(&namespace, rules);
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = api.write_kubeconfig(dir.path(), NS);
-        Cluster {
-            api,
-            pebble,
-            app: EchoServer::start_tcp().await,
-            port,
-            kubeconfig,
-            _dir: dir,
-        }
-    }
-
-    /// Replica `i` (0-based) on 127.0.0.(i+1), as pod `chat-i`, ordering every name, with
-    /// `extra` flags.
-    pub async fn replica(&self, i: usize, extra: &[&str]) -> Sidecar {
-        let mut args = vec![
-            "--upstream".to_string(),
-            self.app.addr().to_string(),
-            "--acme-directory".into(),
-            self.pebble.directory.clone(),
-            "--acme-ca-root".into(),
-            self.pebble.ca_root.display().to_string(),
-            "--acme-store".into(),
-            format!("secret:{STORE}"),
-            "--acme-email".into(),
-            "ops@acme.test".into(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        for name in NAMES {
-            args.extend(["--acme-domain".to_string(), name.to_string()]);
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let pod = format!("chat-{i}");
-        let env = [
-            ("KUBECONFIG", self.kubeconfig.to_str().unwrap()),
-            ("POD_NAME", pod.as_str()),
-            ("POD_NAMESPACE", NS),
-            ("HOSTNAME", pod.as_str()),
-        ];
-        Sidecar::spawn_with_env(&format!("{}:{}", IPS[i], self.port), &args, &env).await
-    }
-
-    /// Starts three replicas that cannot take the Lease (403) until all three listen, so no
-    /// validation reaches a replica that is not up yet; then lets them race for it.
-    async fn replicas(&self, poll_interval: &str, lease_duration: &str) -> Vec<Sidecar> {
-        let extra = [
-            "--acme-poll-interval",
-            poll_interval,
-            "--acme-lease-duration",
-            lease_duration,
-        ];
-        self.api.fail(Method::GET, LEASES, 403, None);
-        let mut replicas = Vec::new();
-        for i in 0..IPS.len() {
-            replicas.push(self.replica(i, &extra).await);
-        }
-        self.api.clear_faults();
-        replicas
-    }
-
-    /// The distinct holders the Lease has had.
-    fn lease_holders(&self) -> BTreeSet<String> {
-        self.api
-            .history(LEASE)
-            .iter()
-            .filter_map(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
-            .filter(|h| !h.is_empty())
-            .collect()
-    }
-
-    fn orders_placed(&self) -> usize {
-        self.pebble.requests_logged(NEW_ORDER)
-    }
-
-    /// Every name, through the replica the DNS sends it to, shows the same issued leaf.
-    async fn assert_all_serve(&self, replicas: &[(usize, &Sidecar)]) {
-        let mut leaves = Vec::new();
-        for (i, replica) in replicas {
-            leaves.push(echo_as(&self.pebble, replica.addr, NAMES[*i]).await);
-        }
-        assert!(
-            leaves.iter().all(|l| *l == leaves[0]),
-            "all replicas serve the one issued certificate"
-        );
-    }
-}
-
-pub async fn wait_ready(replica: &Sidecar) {
-    let admin = replica.admin;
-    wait_until("the replica is ready", ISSUE_TIMEOUT, || async move {
-        http_get(admin, "/readyz")
-            .await
-            .is_ok_and(|(s, _)| s == 200)
-    })
-    .await;
-}
 
 /// The pending challenges a write to the store Secret carries (a merge patch or a create).
 fn challenges_written(body: &Value) -> usize {
@@ -164,7 +37,7 @@ fn holder_of(replica: &Sidecar) -> String {
 
 #[tokio::test]
 async fn three_replicas_one_lease_holder_one_order_and_every_replica_answers() {
-    let cluster = Cluster::start().await;
+    let cluster = SecretStoreCluster::start().await;
     // Polling once an hour: everything the replicas learn from each other comes by the watch.
     let replicas = cluster.replicas("1h", "6s").await;
 
@@ -244,7 +117,7 @@ async fn three_replicas_one_lease_holder_one_order_and_every_replica_answers() {
 
 #[tokio::test]
 async fn a_leader_killed_mid_order_is_replaced_after_its_lease_and_the_order_is_resumed() {
-    let cluster = Cluster::start().await;
+    let cluster = SecretStoreCluster::start().await;
     // The leader dies while it publishes the challenge answers: hold that write unanswered.
     cluster
         .api

@@ -205,8 +205,8 @@ async fn an_acme_store_that_cannot_be_created_is_refused() {
 /// The `--client-ca` bundle passes the start-up check, then is gone when `proxy::run` loads
 /// it: that failure is the configuration error `main` exits 64 with, naming the flag. (In
 /// process: the binary cannot be made to lose the file between the two reads without a race;
-/// `main` maps every `RunError` through `into_config_error`, as the `--acme-store` case above
-/// shows end to end.)
+/// `main` exits with the code every `RunError` carries, as the `--acme-store` case above shows
+/// end to end.)
 #[tokio::test]
 async fn a_client_ca_bundle_that_fails_when_the_proxy_loads_it_is_a_config_error() {
     install_crypto_provider();
@@ -234,15 +234,14 @@ async fn a_client_ca_bundle_that_fails_when_the_proxy_loads_it_is_a_config_error
         .await
         .expect_err("the proxy refuses the changed bundle");
     assert!(matches!(err, proxy::RunError::ClientCa(_)), "{err}");
-    let config_error = err.into_config_error().expect("a configuration error");
-    assert_eq!(config_error.flag, "--client-ca");
-    assert!(
-        config_error.to_string().contains("ca.pem"),
-        "{config_error}"
-    );
+    assert_eq!(err.exit_code(), 64, "a configuration error: {err}");
+    assert_eq!(err.flag(), Some("--client-ca"));
+    assert!(err.to_string().starts_with("--client-ca: "), "{err}");
+    assert!(err.to_string().contains("ca.pem"), "{err}");
     // Failures that are not the user's configuration stay runtime errors (exit 1).
     let tls_error = proxy::RunError::Tls(rustls::Error::General("x".into()));
-    assert!(tls_error.into_config_error().is_err());
+    assert_eq!(tls_error.flag(), None);
+    assert_eq!(tls_error.exit_code(), 1);
 }
 
 #[tokio::test]

@@ -4,7 +4,6 @@ use std::path::Path;
 
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
-use wss_sidecar::injector::annotations::flag_names;
 use wss_sidecar::injector::{Outcome, inject};
 
 use crate::support::injector::template;
@@ -38,7 +37,9 @@ fn example_pods() -> Vec<(String, Value)> {
 
 #[test]
 fn labelled_examples_are_injected_and_the_hand_written_one_is_left_alone() {
-    let acme_flags = flag_names().any(|f| f == "acme-domain");
+    let acme_flags = wss_sidecar::config::proxy_flags()
+        .names()
+        .any(|f| f == "acme-domain");
     for (file, pod) in example_pods() {
         let typed: Pod = serde_json::from_value(pod.clone()).unwrap();
         let outcome = inject(&typed, "default", &template(&[]));

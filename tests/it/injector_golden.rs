@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
-use wss_sidecar::injector::annotations::{PREFIX, flag_names};
+use wss_sidecar::config::proxy_flags;
+use wss_sidecar::injector::annotations::PREFIX;
 use wss_sidecar::injector::{Outcome, inject};
 
 use crate::support::injector::template;
@@ -263,7 +264,8 @@ fn every_proxy_flag_is_covered_by_the_every_annotation_cases() {
                 .cloned(),
         );
     }
-    let missing: Vec<&str> = flag_names()
+    let missing: Vec<&str> = proxy_flags()
+        .names()
         .filter(|flag| !set.contains(&format!("{PREFIX}{flag}")))
         .collect();
     assert!(

@@ -11,9 +11,8 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use wss_sidecar::certs::CertStore;
-use wss_sidecar::injector::selfcert::api::{ApiError, ClusterApi};
-use wss_sidecar::injector::selfcert::kube_api::KubeApi;
-use wss_sidecar::injector::selfcert::{Manager, Role};
+use wss_sidecar::injector::selfcert::{Manager, Objects, Role};
+use wss_sidecar::k8s::{ApiError, SecretApi};
 use wss_sidecar::metrics::Metrics;
 use wss_sidecar::tls::{self, Resolver};
 
@@ -48,8 +47,8 @@ async fn cluster() -> FakeApi {
     api
 }
 
-fn kube_api(api: &FakeApi) -> KubeApi {
-    KubeApi::new(
+fn kube_api(api: &FakeApi) -> Objects {
+    Objects::kube(
         api.client(),
         NS,
         "injector-tls",
@@ -59,7 +58,7 @@ fn kube_api(api: &FakeApi) -> KubeApi {
 }
 
 /// One replica: its manager and the store its handshakes read.
-fn replica(api: &FakeApi, identity: &str) -> (Manager<KubeApi>, Arc<CertStore>) {
+fn replica(api: &FakeApi, identity: &str) -> (Manager, Arc<CertStore>) {
     let store = CertStore::new(Arc::new(Metrics::new()));
     let publisher = store.register("self-managed");
     let names = vec![SERVICE.to_string()];
@@ -234,10 +233,58 @@ async fn racing_replicas_get_one_leader_and_stale_writes_conflict() {
 
     let direct = kube_api(&api);
     let err = direct
-        .put_secret(Default::default(), Some("1".into()))
+        .secret
+        .update(Default::default(), "1")
         .await
         .unwrap_err();
     assert!(matches!(err, ApiError::Conflict), "{err}");
+}
+
+/// With the chart's Role and ClusterRole in force (`manifests/wss-sidecar.yaml`), leadership,
+/// the first certificate, the caBundle and a renewal (a merge patch of the Secret: the crate's
+/// one Secret write) are all allowed, and every rule is needed by one of them.
+#[tokio::test]
+async fn the_charts_rbac_allows_exactly_what_the_self_managed_certificate_does() {
+    const SECRET: &str = "/api/v1/namespaces/wss-sidecar/secrets/wss-sidecar-injector-tls";
+    let api = cluster().await;
+    let (namespace, rules, cluster_rules) = crate::support::rbac::injector_roles();
+    assert_eq!(namespace, NS);
+    api.enforce_role(&namespace, rules);
+    api.enforce_cluster_role(cluster_rules);
+    let replica = |identity: &str| {
+        let store = CertStore::new(Arc::new(Metrics::new()));
+        let objects = Objects::kube(
+            api.client(),
+            NS,
+            "wss-sidecar-injector-tls",
+            "wss-sidecar-injector-cert",
+            "wss-sidecar-injector",
+        );
+        let names = vec![SERVICE.to_string()];
+        Manager::new(
+            objects,
+            identity.into(),
+            names,
+            store.register("self-managed"),
+        )
+    };
+    let (mut a, mut b) = (replica("injector-a"), replica("injector-b"));
+    let now = SystemTime::now();
+    assert_eq!(a.reconcile(now).await.unwrap(), Role::Leader);
+    assert_eq!(b.reconcile(now).await.unwrap(), Role::Follower);
+    assert_eq!(a.reconcile(now + 61 * DAY).await.unwrap(), Role::Leader);
+    assert_eq!(api.writes(SECRET), 2, "created, then renewed");
+    assert_eq!(
+        api.unconditional_writes(),
+        0,
+        "every write names its version"
+    );
+    assert_eq!(api.denied(), vec![], "the chart's RBAC allowed it all");
+    assert_eq!(
+        api.unused_rules(),
+        Vec::<usize>::new(),
+        "every rule was needed"
+    );
 }
 
 /// The real binary in its default mode (no --cert-dir) against the fake cluster: it makes its

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
-use super::api::SecretData;
 use crate::certs::{CertError, LoadedCert, load_pair};
+use crate::k8s::SecretData;
 use crate::tls;
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -85,7 +85,7 @@ fn usable_ca(data: &SecretData, now: SystemTime) -> Option<(String, KeyPair)> {
 }
 
 fn remaining(not_after: i64, now: SystemTime) -> Duration {
-    let now = crate::certs::pair::epoch_seconds(now);
+    let now = crate::clock::epoch_seconds(now);
     Duration::from_secs(u64::try_from(not_after - now).unwrap_or(0))
 }
 
@@ -163,7 +163,7 @@ mod tests {
         assert_eq!(second[CA_CRT], first[CA_CRT], "the caBundle stays");
         assert_ne!(second[TLS_CRT], first[TLS_CRT]);
         let leaf = serving_pair(&second, later).unwrap();
-        assert!(crate::certs::pair::epoch_seconds(later) + 80 * 86_400 < leaf.not_after);
+        assert!(crate::clock::epoch_seconds(later) + 80 * 86_400 < leaf.not_after);
         // The renewed leaf still chains to the stored CA: verify with a real rustls verifier.
         let mut roots = rustls::RootCertStore::empty();
         let ca = rustls_pki_types::CertificateDer::from_pem_slice(&second[CA_CRT]).unwrap();

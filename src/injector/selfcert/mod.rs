@@ -3,19 +3,23 @@
 //! webhook's `caBundle` equal to that CA; every replica serves what the Secret holds and picks
 //! up a renewal on its next pass (hot reload: new handshakes only).
 
-pub mod api;
 pub mod issue;
-pub mod kube_api;
 
 use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use self::api::{ApiError, ClusterApi, LeaseState, SecretData};
 use self::issue::{CA_CRT, IssueError, TLS_CRT};
 use crate::certs::Publisher;
-use crate::certs::pair::epoch_seconds;
+use crate::clock::epoch_seconds;
+use crate::k8s::client::{KubeLease, KubeSecret, KubeWebhook};
+use crate::k8s::{
+    ApiError, LeaseApi, SecretApi, SecretData, WebhookApi, WriteError, Written, lease, modify,
+};
+
+/// The Secret's type: the pair is an ordinary TLS Secret's (with the CA beside it).
+const SECRET_TYPE: &str = "kubernetes.io/tls";
 
 /// How often each replica reconciles: renews its Lease (if it leads), checks the Secret and
 /// the `caBundle`, and reloads a renewed certificate.
@@ -43,21 +47,63 @@ pub enum Role {
     Follower,
 }
 
+impl From<WriteError<IssueError>> for SelfCertError {
+    fn from(err: WriteError<IssueError>) -> Self {
+        match err {
+            WriteError::Api(err) => Self::Api(err),
+            WriteError::Change(err) => Self::Issue(err),
+        }
+    }
+}
+
+/// The objects the injector's certificate lives in: the Secret and the Lease in its namespace,
+/// and its cluster-scoped MutatingWebhookConfiguration.
+pub struct Objects<S = KubeSecret, L = KubeLease, W = KubeWebhook> {
+    /// The Secret holding the CA and the serving pair.
+    pub secret: S,
+    /// The Lease deciding which replica writes.
+    pub lease: L,
+    /// The webhook configuration whose `caBundle` is kept equal to the CA.
+    pub webhook: W,
+}
+
+impl Objects {
+    /// The Secret `secret` and Lease `lease` in `namespace`, and the configuration `webhook`.
+    pub fn kube(
+        client: kube::Client,
+        namespace: &str,
+        secret: &str,
+        lease: &str,
+        webhook: &str,
+    ) -> Self {
+        Self {
+            secret: KubeSecret::new(client.clone(), namespace, secret),
+            lease: KubeLease::new(client.clone(), namespace, lease),
+            webhook: KubeWebhook::new(client, webhook),
+        }
+    }
+}
+
 /// One replica's certificate manager.
-pub struct Manager<A: ClusterApi> {
-    api: A,
+pub struct Manager<S = KubeSecret, L = KubeLease, W = KubeWebhook> {
+    objects: Objects<S, L, W>,
     identity: String,
     names: Vec<String>,
     publisher: Publisher,
     served: Option<Vec<u8>>,
 }
 
-impl<A: ClusterApi> Manager<A> {
+impl<S: SecretApi, L: LeaseApi, W: WebhookApi> Manager<S, L, W> {
     /// A manager for the replica `identity` (its pod name), serving a certificate for `names`
     /// (the webhook Service's DNS names) through `publisher`.
-    pub fn new(api: A, identity: String, names: Vec<String>, publisher: Publisher) -> Self {
+    pub fn new(
+        objects: Objects<S, L, W>,
+        identity: String,
+        names: Vec<String>,
+        publisher: Publisher,
+    ) -> Self {
         Self {
-            api,
+            objects,
             identity,
             names,
             publisher,
@@ -68,20 +114,20 @@ impl<A: ClusterApi> Manager<A> {
     /// One pass as of `now`.
     pub async fn reconcile(&mut self, now: SystemTime) -> Result<Role, SelfCertError> {
         let role = self.lead(now).await?;
-        let mut stored = self.api.get_secret().await?;
+        let mut stored = self.objects.secret.get().await?;
         if role == Role::Leader {
-            let current = stored.as_ref().map(|s| &s.value);
-            if let Some(data) = issue::plan(current, &self.names, now)? {
-                let based_on = stored.as_ref().map(|s| s.resource_version.clone());
-                match self.api.put_secret(data, based_on).await {
-                    Ok(()) => info!("stored a new serving certificate for the injector"),
-                    // Someone else wrote it (a leader that has not noticed it lost the Lease):
-                    // serve theirs, decide again next pass.
-                    Err(ApiError::Conflict) => {}
-                    Err(err) => return Err(err.into()),
+            // The shared read-modify-write: a Secret someone else wrote meanwhile (a leader
+            // that has not noticed it lost the Lease) is read again and planned afresh, so a
+            // good certificate stored by another is kept, not replaced.
+            let names = &self.names;
+            let plan = |current: Option<&SecretData>| issue::plan(current, names, now);
+            stored = match modify(&self.objects.secret, SECRET_TYPE, stored, plan).await? {
+                Written::Changed(secret) => {
+                    info!("stored a new serving certificate for the injector");
+                    Some(secret)
                 }
-                stored = self.api.get_secret().await?;
-            }
+                Written::Unchanged(secret) => secret,
+            };
         }
         // Serve first, then advertise: once the API server trusts the CA, we answer with it.
         if let Some(stored) = &stored {
@@ -97,34 +143,21 @@ impl<A: ClusterApi> Manager<A> {
 
     /// Takes the Lease when it is free or expired, renews it when ours.
     async fn lead(&self, now: SystemTime) -> Result<Role, ApiError> {
-        let now = epoch_seconds(now);
-        let ours = LeaseState {
-            holder: Some(self.identity.clone()),
-            renewed_at: now,
-            duration_seconds: LEASE_DURATION.as_secs() as i64,
-        };
-        let based_on = match self.api.get_lease().await? {
-            None => None,
-            Some(lease) => {
-                let mine = lease.value.holder.as_deref() == Some(self.identity.as_str());
-                let expired = lease.value.renewed_at + lease.value.duration_seconds < now;
-                if !mine && !expired {
-                    return Ok(Role::Follower);
-                }
-                Some(lease.resource_version)
-            }
-        };
-        match self.api.put_lease(ours, based_on).await {
-            Ok(()) => Ok(Role::Leader),
-            Err(ApiError::Conflict) => Ok(Role::Follower),
-            Err(err) => Err(err),
-        }
+        let duration = i64::try_from(LEASE_DURATION.as_secs()).unwrap_or(i64::MAX);
+        let held = lease::try_acquire(
+            &self.objects.lease,
+            &self.identity,
+            duration,
+            epoch_seconds(now),
+        )
+        .await?;
+        Ok(if held { Role::Leader } else { Role::Follower })
     }
 
     async fn sync_ca_bundle(&self, ca: &[u8]) -> Result<(), ApiError> {
-        let bundles = self.api.ca_bundles().await?;
+        let bundles = self.objects.webhook.ca_bundles().await?;
         if bundles.iter().any(|b| b.as_deref() != Some(ca)) {
-            self.api.set_ca_bundle(ca.to_vec()).await?;
+            self.objects.webhook.set_ca_bundle(ca.to_vec()).await?;
             info!("set the webhook's caBundle to the injector's CA");
         }
         Ok(())

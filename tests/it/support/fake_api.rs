@@ -261,9 +261,20 @@ impl FakeApi {
         self.state().rbac = Some(Rbac {
             namespace: namespace.into(),
             rules,
+            cluster_rules: Vec::new(),
             used,
             denied: Vec::new(),
         });
+    }
+
+    /// Adds the `rules` of a ClusterRole bound by a ClusterRoleBinding to the Role in force
+    /// ([`FakeApi::enforce_role`]): they apply in every namespace and to cluster-scoped objects.
+    /// Their indexes in [`FakeApi::unused_rules`] follow the Role's.
+    pub fn enforce_cluster_role(&self, rules: Vec<Rule>) {
+        let mut state = self.state();
+        let rbac = state.rbac.as_mut().expect("enforce_role first");
+        rbac.used.extend(rules.iter().map(|_| false));
+        rbac.cluster_rules = rules;
     }
 
     /// The requests RBAC refused so far.

@@ -21,7 +21,10 @@ pub fn injector_args(extra: &[&str]) -> InjectorArgs {
 
 /// The template those flags describe.
 pub fn template(extra: &[&str]) -> SidecarTemplate {
-    SidecarTemplate::from_args(&injector_args(extra))
+    let args = injector_args(&[&["--cert-dir", "/"], extra].concat());
+    args.into_config()
+        .unwrap_or_else(|e| panic!("injector flags {extra:?}: {e}"))
+        .template
 }
 
 /// An `AdmissionReview` v1 for creating `pod` in `namespace`, with every field the API server
@@ -93,7 +96,8 @@ impl TestInjector {
         let addr = https.local_addr().expect("local addr");
         let listeners = wss_sidecar::injector::Listeners { https, admin: None };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(wss_sidecar::injector::run(args, listeners, async move {
+        let config = args.into_config().expect("a valid injector configuration");
+        let task = tokio::spawn(wss_sidecar::injector::run(config, listeners, async move {
             let _ = stopped.await;
         }));
         TestInjector {

@@ -11,6 +11,8 @@
 //! - `process`: the real binary as a child process (the proxy, or the demo), its logs and
 //!   exit status.
 //! - `pebble`: the Pebble ACME server and its DNS (pebble-challtestsrv) as child processes.
+//! - `acme`: what the ACME tests share: the names (one `NAMES`), the `--acme-*` flags,
+//!   waiting for issuance and renewal, and replicas sharing a store Secret.
 //! - `fake_api`: an in-process Kubernetes API server (real JSON, resourceVersion checks,
 //!   lists and watches, injected faults, held requests, closed watches and 410 Gone, RBAC);
 //!   `fake_api_objects` serves requests against its objects, `fake_api_watch` its watches.
@@ -24,6 +26,7 @@
 // Shared helpers: not every test module uses every one, and unused items in a test binary warn.
 #![allow(dead_code)]
 
+pub mod acme;
 pub mod certs;
 pub mod child;
 pub mod client;

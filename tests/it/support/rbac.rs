@@ -72,22 +72,44 @@ pub struct Access {
 pub(super) struct Rbac {
     pub(super) namespace: String,
     pub(super) rules: Vec<Rule>,
+    /// A bound ClusterRole's rules: for any namespace, and cluster-scoped objects.
+    pub(super) cluster_rules: Vec<Rule>,
     pub(super) used: Vec<bool>,
     pub(super) denied: Vec<Access>,
 }
 
 /// The namespace and rules of the Role in `manifests/examples/sidecar-rbac.yaml`.
 pub fn example_role() -> (String, Vec<Rule>) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/examples/sidecar-rbac.yaml");
-    let text = std::fs::read_to_string(&path).expect("the example Role");
+    let role = manifest_object("manifests/examples/sidecar-rbac.yaml", "Role");
+    let namespace = role["metadata"]["namespace"].as_str().expect("namespace");
+    (namespace.to_string(), Rule::from_role(&role))
+}
+
+/// The injector's RBAC as the chart installs it (`manifests/wss-sidecar.yaml`, its default
+/// render): the Role's namespace and rules, and the ClusterRole's rules.
+pub fn injector_roles() -> (String, Vec<Rule>, Vec<Rule>) {
+    const MANIFEST: &str = "manifests/wss-sidecar.yaml";
+    let role = manifest_object(MANIFEST, "Role");
+    let namespace = role["metadata"]["namespace"].as_str().expect("namespace");
+    let cluster_role = manifest_object(MANIFEST, "ClusterRole");
+    (
+        namespace.to_string(),
+        Rule::from_role(&role),
+        Rule::from_role(&cluster_role),
+    )
+}
+
+/// The first object of `kind` in the YAML file `path` (relative to the repository).
+fn manifest_object(path: &str, kind: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    let text = std::fs::read_to_string(&path).expect("the manifest");
     for doc in serde_yaml_ng::Deserializer::from_str(&text) {
         let object: Value = serde::Deserialize::deserialize(doc).expect("YAML");
-        if object["kind"] == "Role" {
-            let namespace = object["metadata"]["namespace"].as_str().expect("namespace");
-            return (namespace.to_string(), Rule::from_role(&object));
+        if object["kind"] == kind {
+            return object;
         }
     }
-    panic!("no Role in {}", path.display());
+    panic!("no {kind} in {}", path.display());
 }
 
 /// What `method` on `path` asks for, in RBAC terms; `None` for paths outside the API.
@@ -149,6 +171,10 @@ pub(super) fn authorize(
         && let Some(i) = rbac.rules.iter().position(|r| r.allows(&request))
     {
         rbac.used[i] = true;
+        return None;
+    }
+    if let Some(i) = rbac.cluster_rules.iter().position(|r| r.allows(&request)) {
+        rbac.used[rbac.rules.len() + i] = true;
         return None;
     }
     let message = format!(

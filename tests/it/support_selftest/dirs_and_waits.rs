@@ -106,9 +106,31 @@ async fn wait_until_panics_naming_what() {
     .await;
 }
 
+/// The provider installed is aws-lc-rs, as `main` installs it, and a second call keeps the
+/// first instead of failing or replacing it.
 #[test]
-fn install_crypto_provider_is_idempotent() {
+fn install_crypto_provider_installs_aws_lc_rs_once() {
+    use rustls::crypto::CryptoProvider;
     install_crypto_provider();
+    let installed = CryptoProvider::get_default().expect("a provider is installed");
+    let aws_lc = rustls::crypto::aws_lc_rs::default_provider();
+    let suites =
+        |p: &CryptoProvider| -> Vec<_> { p.cipher_suites.iter().map(|s| s.suite()).collect() };
+    let groups = |p: &CryptoProvider| -> Vec<_> { p.kx_groups.iter().map(|g| g.name()).collect() };
+    assert_eq!(
+        suites(installed),
+        suites(&aws_lc),
+        "aws-lc-rs's cipher suites"
+    );
+    assert_eq!(
+        groups(installed),
+        groups(&aws_lc),
+        "aws-lc-rs's key exchange groups"
+    );
     install_crypto_provider();
-    assert!(rustls::crypto::CryptoProvider::get_default().is_some());
+    let again = CryptoProvider::get_default().expect("still installed");
+    assert!(
+        std::sync::Arc::ptr_eq(installed, again),
+        "the first one stays"
+    );
 }

@@ -1,5 +1,15 @@
-//! `wss-sidecar proxy` assembled: certificate sources, TLS, the accept loop, the admin
-//! endpoint, and the drain on shutdown.
+//! `wss-sidecar proxy`: the data path and its assembly. [`run`] starts the certificate
+//! sources, TLS, the accept loop and the admin endpoint, and drains on shutdown.
+//!
+//! - `config`: what the proxy is told to do ([`ProxyConfig`]).
+//! - `listener`: the accept loop, bounded by `--max-connections`.
+//! - `connection`: one client: handshake, upstream connect, forwarding, accounting.
+
+pub(crate) mod config;
+pub(crate) mod connection;
+pub(crate) mod listener;
+
+pub use config::ProxyConfig;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,21 +21,20 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::acme::http01::{self, HttpState};
-use crate::acme::{AcmeStore, ChallengeResponder, DirStore, Manager, SecretStore};
-use crate::admin::{self, AdminState};
+use crate::acme::{
+    AcmeStore, ChallengeKind, ChallengeResponder, DirStore, Manager, SecretStore, StoreLocation,
+};
 use crate::certs::{CertStore, DirSource, SecretSource, self_signed};
-use crate::config::ProxyConfig;
-use crate::config::acme::{ChallengeKind, StoreLocation};
-use crate::connection::ConnectionContext;
 use crate::forward::Preamble;
 use crate::forward::{Counters, Timeouts};
-use crate::health::Readiness;
+use crate::http::Readiness;
+use crate::http::admin;
+use crate::http::plain::{self, Http01Answers, PlainState};
 use crate::k8s::client::{KubeLease, KubeSecret};
 use crate::k8s::{self, Events, ObjectRef};
-use crate::listener;
 use crate::metrics::Metrics;
 use crate::tls::{self, ClientCaVerifier, Resolver};
+use connection::ConnectionContext;
 
 /// After the drain deadline, how long cancelled connections get to finish closing.
 const CANCEL_GRACE: Duration = Duration::from_secs(5);
@@ -66,17 +75,21 @@ pub enum RunError {
 }
 
 impl RunError {
-    /// The failure as the configuration error it is, if it is one (exit code 64): a store
-    /// directory or CA bundle the user named that cannot be used is theirs to fix, like a bad
-    /// flag. TLS set-up and the self-signed fallback failing are not, and stay runtime errors.
-    pub fn into_config_error(self) -> Result<crate::config::ConfigError, Self> {
-        use crate::config::ConfigError;
+    /// The flag at fault, when the failure is the user's configuration to fix: a store
+    /// directory or CA bundle the user named that cannot be used, like a bad flag. TLS set-up
+    /// and the self-signed fallback failing are not.
+    pub fn flag(&self) -> Option<&'static str> {
         match self {
-            Self::AcmeStore(e) => Ok(ConfigError::new("--acme-store", e.to_string())),
-            Self::ClientCa(e) => Ok(ConfigError::new("--client-ca", e.to_string())),
-            Self::Kubernetes { flag, source } => Ok(ConfigError::new(flag, source.to_string())),
-            other => Err(other),
+            Self::AcmeStore(_) => Some("--acme-store"),
+            Self::ClientCa(_) => Some("--client-ca"),
+            Self::Kubernetes { flag, .. } => Some(flag),
+            Self::Tls(_) | Self::SelfSigned(_) => None,
         }
+    }
+
+    /// The process exit code: [`crate::EXIT_CONFIG`] when a flag is at fault, else 1.
+    pub fn exit_code(&self) -> u8 {
+        crate::exit_code(self.flag())
     }
 }
 
@@ -102,15 +115,15 @@ pub async fn run(
         store.register("self-signed").publish(cert);
     }
     for dir in &config.cert_dirs {
-        let publisher = store.register(format!("dir:{}", dir.display()));
-        let mut source = DirSource::new(dir.clone(), publisher, tls::provider());
-        if !source.reload().await {
-            warn!(
-                cert.source = source.label(),
-                "no valid certificate yet; waiting for one"
-            );
-        }
-        source.spawn_watch(config.cert_poll_interval, sources_stop.child_token());
+        let stop = sources_stop.child_token();
+        DirSource::start(
+            &store,
+            dir,
+            tls::provider(),
+            config.cert_poll_interval,
+            stop,
+        )
+        .await;
     }
 
     if let Some(client) = &cluster {
@@ -137,19 +150,15 @@ pub async fn run(
     let admin_stop = CancellationToken::new();
     let _stop_admin = admin_stop.clone().drop_guard();
     let admin_addr = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
-    if let Some(admin_listener) = listeners.admin {
-        let state = Arc::new(AdminState {
-            readiness: Arc::clone(&readiness),
-            metrics: Arc::clone(&metrics),
-        });
-        tokio::spawn(admin::serve(admin_listener, state, admin_stop.clone()));
-    }
+    admin::spawn(listeners.admin, &readiness, &metrics, admin_stop.clone());
     if let Some(http_listener) = listeners.http {
-        let state = Arc::new(HttpState {
-            responder: acme.clone(),
+        let state = Arc::new(PlainState {
+            answers: acme
+                .clone()
+                .map(|responder| responder as Arc<dyn Http01Answers>),
             https_port: listeners.tls.local_addr().map_or(443, |a| a.port()),
         });
-        tokio::spawn(http01::serve(http_listener, state, admin_stop.clone()));
+        tokio::spawn(plain::serve(http_listener, state, admin_stop.clone()));
     }
 
     let ctx = Arc::new(ConnectionContext {

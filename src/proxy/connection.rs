@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::StatusCode;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -12,17 +13,14 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::config::Upstream;
-use crate::forward::{self, CloseReason, Counters, Preamble, Timeouts};
+use crate::forward::{self, CloseReason, Counters, Preamble, Timeouts, Upstream};
+use crate::http::canned::{self, Close};
 use crate::metrics::Metrics;
 use crate::tls;
 
-/// What a client sees when the app cannot be reached: the status NGINX would send, so a
-/// browser or WebSocket client reports a gateway problem rather than a protocol error.
-const BAD_GATEWAY: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\n\
-Content-Length: 30\r\nConnection: close\r\n\r\nThe upstream is not reachable\n";
-/// How long the 502 and close_notify may take to go out.
-const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
+/// What a client is told when the app cannot be reached (answered 502, as NGINX would, so a
+/// browser or WebSocket client reports a gateway problem rather than a protocol error).
+const BAD_GATEWAY: &str = "The upstream is not reachable\n";
 
 /// What every connection task shares.
 pub struct ConnectionContext {
@@ -180,11 +178,8 @@ async fn open(
         Err(err) => {
             Metrics::count(&metrics.upstream_connect_failures, err.reason());
             warn!(client.addr = %peer, upstream = %ctx.upstream, error = %err, "cannot reach upstream");
-            let _ = tokio::time::timeout(GOODBYE_TIMEOUT, async {
-                client.write_all(BAD_GATEWAY).await?;
-                client.shutdown().await
-            })
-            .await;
+            let answer = canned::answer(StatusCode::BAD_GATEWAY, BAD_GATEWAY);
+            canned::goodbye(&mut client, &answer, Close::Now).await;
             None
         }
     }

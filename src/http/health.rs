@@ -1,9 +1,31 @@
-//! Readiness: a certificate is loaded, the listener is bound, and we are not draining.
+//! Health: `/healthz` (the process answers) and `/readyz` (a certificate is loaded, the
+//! listener is bound, and we are not draining), the same on the admin port and the webhook's.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::reply::{Body, text};
 use crate::certs::CertStore;
+
+/// The answer to `GET /healthz` (or `/livez`) and `GET /readyz`; `None` for other requests.
+pub fn answer<B>(req: &Request<B>, readiness: &Readiness) -> Option<Response<Body>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return None;
+    }
+    match req.uri().path() {
+        "/healthz" | "/livez" => Some(text(StatusCode::OK, "ok\n")),
+        "/readyz" => Some(match readiness.check() {
+            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
+        }),
+        _ => None,
+    }
+}
 
 /// The state `/readyz` reports.
 pub struct Readiness {

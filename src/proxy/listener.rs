@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::connection::{self, ConnectionContext};
+use super::connection::{self, ConnectionContext};
 use crate::metrics::Metrics;
 
 /// Pause after an accept error such as EMFILE, so a full file table does not spin the loop.

@@ -12,9 +12,9 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair}
 use rustls_pki_types::PrivatePkcs8KeyDer;
 
 use super::*;
+use crate::acme::ChallengeKind;
 use crate::acme::DirStore;
 use crate::certs::CertStore;
-use crate::config::acme::ChallengeKind;
 
 /// Serves a directory with `renewalInfo` and a fixed suggested window.
 struct FakeCa {
@@ -106,7 +106,7 @@ async fn setup(window: (i64, i64)) -> Setup {
         contacts: Vec::new(),
         directory: "https://ca.test/dir".into(),
         ca_root: None,
-        store: crate::config::acme::StoreLocation::Dir(root.path().to_path_buf()),
+        store: crate::acme::StoreLocation::Dir(root.path().to_path_buf()),
         lease_duration: Duration::from_secs(30),
         challenge: ChallengeKind::TlsAlpn01,
         eab: None,

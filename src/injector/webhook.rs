@@ -1,0 +1,90 @@
+//! The webhook: `POST /mutate` (and `/healthz`, `/readyz`) as a handler on the crate's one
+//! small-HTTP server, over rustls with the serving certificate from the certificate store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use super::container::SidecarTemplate;
+use super::review::review;
+use crate::http::reply::{Body, text, typed};
+use crate::http::{self, Limits, Readiness, health};
+
+/// The API server sends one review per pod creation over a few kept-alive connections: more
+/// concurrent connections than this is not the API server. A TLS handshake or a request head
+/// slower than 10 s is not the API server either. Kept-alive connections are closed gracefully
+/// after 120 s, so that none lives for ever and a rotated certificate reaches every client. On
+/// shutdown a review in flight gets 10 s to finish: the API server's default webhook timeout
+/// (`timeoutSeconds`, k8s.io/api admissionregistration/v1/types.go: "Default to 10 seconds").
+const LIMITS: Limits = Limits {
+    max_connections: 256,
+    handshake_timeout: Duration::from_secs(10),
+    header_read_timeout: Duration::from_secs(10),
+    keep_alive: true,
+    lifetime: Some(Duration::from_secs(120)),
+    grace: Duration::from_secs(10),
+};
+/// The API server's own request limit is 3 MiB (`MaxRequestBodyBytes`, k8s.io/apiserver
+/// pkg/server/config.go); a review is the pod plus a little.
+const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// What the handler reads.
+pub struct WebhookState {
+    /// The sidecar to inject.
+    pub template: Arc<SidecarTemplate>,
+    /// Readiness, for `/readyz`.
+    pub readiness: Arc<Readiness>,
+}
+
+/// Serves HTTPS on `listener` until `stop`, then lets requests in flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    state: Arc<WebhookState>,
+    stop: CancellationToken,
+) {
+    let handler = move |req: Request<Incoming>, _: &http::Conn| {
+        let state = Arc::clone(&state);
+        async move { route(req, &state).await }
+    };
+    http::serve(listener, Some(tls), LIMITS, handler, stop.cancelled_owned()).await;
+}
+
+async fn route(req: Request<Incoming>, state: &WebhookState) -> Response<Body> {
+    if let Some(answer) = health::answer(&req, &state.readiness) {
+        return answer;
+    }
+    if (req.method(), req.uri().path()) != (&Method::POST, "/mutate") {
+        return text(
+            StatusCode::NOT_FOUND,
+            "not found: POST /mutate, GET /healthz or /readyz\n",
+        );
+    }
+    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(err) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {err}\n"),
+            );
+        }
+    };
+    // Checking `--upstream` may resolve a host name: keep that off the async workers.
+    let template = Arc::clone(&state.template);
+    match tokio::task::spawn_blocking(move || review(&body, &template)).await {
+        Ok(answer) => typed(StatusCode::OK, "application/json", answer),
+        Err(err) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the review failed: {err}\n"),
+        ),
+    }
+}

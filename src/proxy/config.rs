@@ -1,0 +1,63 @@
+//! What `wss-sidecar proxy` is told to do, validated: each part in its owner's type (the
+//! upstream and client settings of [`crate::forward`], the ACME settings of [`crate::acme`]).
+//! [`crate::config`] builds it from the flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::acme::{AcmeConfig, StoreLocation};
+use crate::forward::{ClientConfig, Upstream};
+use crate::k8s::ObjectRef;
+
+/// Everything `wss-sidecar proxy` needs, validated.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Automatic certificates from an ACME CA; `None` when no `--acme-domain` is given.
+    pub acme: Option<AcmeConfig>,
+    /// Plain HTTP listener for HTTP-01 answers and redirects to https://; `None` = off.
+    pub http_listen: Option<SocketAddr>,
+    /// The TLS (wss) listen address.
+    pub listen: SocketAddr,
+    /// Where the application listens.
+    pub upstream: Upstream,
+    /// Directories holding `tls.crt` + `tls.key`, in flag order (the first is the SNI fallback).
+    pub cert_dirs: Vec<PathBuf>,
+    /// kubernetes.io/tls Secrets watched through the API, ranked after the directories.
+    pub cert_secrets: Vec<ObjectRef>,
+    /// How often certificate directories are re-read even without a change event.
+    pub cert_poll_interval: Duration,
+    /// Admin endpoint (`/healthz`, `/readyz`, `/metrics`); `None` disables it.
+    pub admin_listen: Option<SocketAddr>,
+    /// Longest a client may take to complete the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Longest a connection to the upstream may take to open.
+    pub connect_timeout: Duration,
+    /// Close a connection with no bytes either way for this long; `None` = never.
+    pub idle_timeout: Option<Duration>,
+    /// Once one side has closed, close when no byte moved for this long.
+    pub half_close_timeout: Duration,
+    /// Most client connections served at once; more are refused.
+    pub max_connections: usize,
+    /// After SIGTERM, how long live connections may finish.
+    pub drain_timeout: Duration,
+    /// Who the client is and what the upstream is told about it.
+    pub client: ClientConfig,
+}
+
+impl ProxyConfig {
+    /// The flag that needs the Kubernetes API, if any does (a client is made at start-up).
+    pub fn kubernetes_flag(&self) -> Option<&'static str> {
+        let secret_store = self
+            .acme
+            .as_ref()
+            .is_some_and(|a| matches!(a.store, StoreLocation::Secret(_)));
+        if !self.cert_secrets.is_empty() {
+            Some("--cert-secret")
+        } else if secret_store {
+            Some("--acme-store")
+        } else {
+            None
+        }
+    }
+}
