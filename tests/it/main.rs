@@ -10,6 +10,7 @@ mod browser;
 mod cert_reload;
 mod cert_secret;
 mod chart;
+mod cluster;
 mod config_errors;
 mod forwarded_headers;
 mod forwarding;

@@ -19,6 +19,9 @@
 //! - `rbac`: a Role's rules applied as the API server's authorizer would, for `fake_api`, and
 //!   the example Role of `manifests/examples/`.
 //! - `injector`: the injector's sidecar template and AdmissionReview requests.
+//! - `cluster`: the one-node cluster of `scripts/cluster` (real apiserver, kubectl, helm),
+//!   driven as a user would; `recorder`: an HTTP server on its bridge that containers call to
+//!   say what happened when.
 //! - `proxy`: the proxy run in-process on free ports, and its admin endpoint and metrics.
 //! - `served`: that proxy serving `app.test` from a fresh CA, with a client that trusts it.
 //! - here: [`wait_until`], the suite's replacement for sleeps, and crypto provider set-up.
@@ -30,6 +33,7 @@ pub mod acme;
 pub mod certs;
 pub mod child;
 pub mod client;
+pub mod cluster;
 pub mod echo;
 pub mod fake_api;
 mod fake_api_objects;
@@ -42,6 +46,7 @@ pub mod pebble;
 pub mod process;
 pub mod proxy;
 pub mod rbac;
+pub mod recorder;
 pub mod served;
 
 use std::future::Future;

@@ -51,6 +51,12 @@ pub struct Pebble {
 impl Pebble {
     /// Starts pebble-challtestsrv, then Pebble, and waits until both listen.
     pub async fn start(options: PebbleOptions) -> Pebble {
+        Pebble::start_on("127.0.0.1", options).await
+    }
+
+    /// Like [`Pebble::start`] with Pebble's ACME directory listening on `ip` (and its HTTPS
+    /// certificate naming it): the cluster's pods reach it at the Node's bridge address.
+    pub async fn start_on(ip: &str, options: PebbleOptions) -> Pebble {
         for program in ["pebble", "pebble-challtestsrv"] {
             assert!(
                 std::process::Command::new("sh")
@@ -63,13 +69,13 @@ impl Pebble {
         }
         let dir = tempfile::tempdir().expect("pebble temp dir");
         let ca = TestCa::new("Pebble test HTTPS root");
-        let pair = ca.issue(LeafSpec::new(&["127.0.0.1", "localhost"]));
+        let pair = ca.issue(LeafSpec::new(&["127.0.0.1", "localhost", ip]));
         let ca_root = dir.path().join("pebble-https-root.pem");
         std::fs::write(&ca_root, ca.cert_pem()).expect("write root");
         std::fs::write(dir.path().join("cert.pem"), &pair.cert_pem).expect("write cert");
         std::fs::write(dir.path().join("key.pem"), &pair.key_pem).expect("write key");
         let (listen, management, dns, dns_management) = (
-            free_addr().await,
+            free_addr_on(ip).await,
             free_addr().await,
             free_addr().await,
             free_addr().await,
@@ -236,9 +242,14 @@ impl Pebble {
 /// A free local port's address (bound and released; the race with other tests is small as
 /// the kernel does not hand the same ephemeral port out again at once).
 pub async fn free_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0")
+    free_addr_on("127.0.0.1").await
+}
+
+/// Like [`free_addr`] on `ip`.
+pub async fn free_addr_on(ip: &str) -> SocketAddr {
+    let listener = TcpListener::bind((ip, 0))
         .await
-        .expect("bind free port");
+        .unwrap_or_else(|e| panic!("bind a free port on {ip}: {e}"));
     listener.local_addr().expect("addr")
 }
 

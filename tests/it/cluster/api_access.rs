@@ -1,0 +1,222 @@
+//! Sidecars that use the Kubernetes API, under the Role the chart's `sidecarAccess` renders and
+//! with their pods' projected tokens, on the real authorizer: one serves a Secret through
+//! `--cert-secret`, one gets its certificate from Pebble with `--acme-store secret:`. Each
+//! serves its certificate, and the apiserver's audit log shows no 403 for their account.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::cluster::{
+    CURL_IMAGE, Cluster, NODE_IP, POD_START, SIDECAR_IMAGE, pod_ip, str_at, yaml_string,
+};
+use crate::support::pebble::{Pebble, PebbleOptions};
+use crate::support::recorder::Recorder;
+use crate::support::{
+    LeafSpec, TestCa, any_certificate_config, client_config, install_crypto_provider, leaf_names,
+    peer_leaf, tls_connect,
+};
+
+use super::sidecar_pod;
+
+/// The name the ACME sidecar orders, resolved by Pebble's DNS to the pod's IP.
+const ACME_NAME: &str = "chat.acme.test";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cert_secret_and_acme_secret_store_work_under_the_charts_role_without_a_403() {
+    install_crypto_provider();
+    let cluster = Cluster::shared().await;
+    let ns = cluster.namespace("team").await;
+    let ns = ns.name.as_str();
+    let access = serde_json::json!([{
+        "namespace": ns, "serviceAccount": "chat",
+        "certSecrets": ["web-tls"], "acmeStores": ["chat-acme"],
+    }]);
+    let chart = cluster.root().join("helm/wss-sidecar");
+    let rbac = cluster
+        .helm_ok(&[
+            "template",
+            "wss-sidecar",
+            chart.to_str().expect("utf-8 path"),
+            "--show-only",
+            "templates/sidecar-rbac.yaml",
+            "--set-json",
+            &format!("sidecarAccess={access}"),
+        ])
+        .await;
+    cluster
+        .apply(
+            ns,
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata: { name: chat }\n",
+        )
+        .await;
+    cluster.apply(ns, &rbac).await;
+
+    // --cert-secret: the Secret read and watched through the API.
+    let ca = TestCa::new("web test CA");
+    let pair = ca.issue(LeafSpec::new(&["web.test"]));
+    cluster.put_tls_secret(ns, "web-tls", &pair).await;
+    cluster
+        .apply(
+            ns,
+            &sidecar_pod("web", "app: web", "chat", &["--cert-secret=web-tls"]),
+        )
+        .await;
+    let web = cluster.wait_ready_pods(ns, "app=web", 1).await;
+    let addr = SocketAddr::new(pod_ip(&web[0]), 8443);
+    let served = tls_connect(addr, "web.test", client_config(&[ca.cert_der()], &[]))
+        .await
+        .expect("handshake with the --cert-secret sidecar");
+    assert_eq!(peer_leaf(&served), pair.cert_chain_der()[0]);
+
+    // --acme-store secret: against Pebble on the Node's bridge address; an init container holds
+    // the sidecar back until Pebble's DNS answers the name with the pod's IP.
+    let pebble = Pebble::start_on(
+        NODE_IP,
+        PebbleOptions {
+            tls_port: 8443,
+            http_port: 8080,
+            eab: None,
+        },
+    )
+    .await;
+    let root = std::fs::read_to_string(&pebble.ca_root).expect("pebble root");
+    let recorder = Recorder::start(NODE_IP).await;
+    cluster.apply(ns, &pebble_root_config_map(&root)).await;
+    cluster
+        .apply(ns, &acme_pod(&pebble.directory, &recorder.url))
+        .await;
+    let pod = cluster
+        .wait_json(Some(ns), &["pod", "chat"], POD_START, |p| {
+            !str_at(p, "/status/podIP").is_empty()
+        })
+        .await;
+    let ip = pod_ip(&pod);
+    pebble.set_a(ACME_NAME, &ip.to_string()).await;
+    recorder.release("chat");
+    cluster.wait_ready_pods(ns, "app=chat", 1).await;
+    let served = tls_connect(
+        SocketAddr::new(ip, 8443),
+        ACME_NAME,
+        any_certificate_config(),
+    )
+    .await
+    .expect("handshake with the ACME sidecar");
+    assert_eq!(leaf_names(&peer_leaf(&served)), vec![ACME_NAME.to_string()]);
+    let roots = pebble.issuer_roots().await;
+    tls_connect(
+        SocketAddr::new(ip, 8443),
+        ACME_NAME,
+        client_config(&roots, &[]),
+    )
+    .await
+    .expect("the served certificate chains to Pebble's root");
+    cluster
+        .wait_json(
+            Some(ns),
+            &["secret", "chat-acme"],
+            Duration::from_secs(30),
+            |_| true,
+        )
+        .await;
+
+    let user = format!("system:serviceaccount:{ns}:chat");
+    let requests = audit_requests(&cluster, &user);
+    let forbidden: Vec<&Value> = requests
+        .iter()
+        .filter(|r| r["responseStatus"]["code"] == 403)
+        .collect();
+    assert!(forbidden.is_empty(), "403s for {user}: {forbidden:#?}");
+    let did = |verb: &str, resource: &str| {
+        requests
+            .iter()
+            .any(|r| r["verb"] == verb && r["objectRef"]["resource"] == resource)
+    };
+    assert!(did("watch", "secrets"), "no watch of Secrets by {user}");
+    assert!(
+        did("patch", "secrets"),
+        "no patch of the store Secret by {user}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r["objectRef"]["resource"] == "leases"),
+        "no Lease request by {user}"
+    );
+}
+
+/// The audit events of requests made by `user`.
+fn audit_requests(cluster: &Cluster, user: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(cluster.audit_log()).expect("the apiserver's audit log");
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["user"]["username"] == user)
+        .collect()
+}
+
+fn pebble_root_config_map(root: &str) -> String {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": { "name": "pebble-root" },
+        "data": { "root.pem": root },
+    })
+    .to_string()
+}
+
+fn acme_pod(directory: &str, recorder: &str) -> String {
+    let hold = yaml_string(&format!(
+        "until curl -fs {recorder}/hold/chat >/dev/null; do sleep 0.5; done"
+    ));
+    let args: Vec<String> = [
+        "proxy",
+        "--upstream=127.0.0.1:8080",
+        &format!("--acme-domain={ACME_NAME}"),
+        &format!("--acme-directory={directory}"),
+        "--acme-ca-root=/pebble/root.pem",
+        "--acme-store=secret:chat-acme",
+        "--acme-email=ops@acme.test",
+    ]
+    .iter()
+    .map(|a| yaml_string(a))
+    .collect();
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: chat
+  labels: {{ app: chat }}
+spec:
+  serviceAccountName: chat
+  terminationGracePeriodSeconds: 5
+  initContainers:
+    - name: wait-for-dns
+      image: {CURL_IMAGE}
+      command: ["sh", "-c", {hold}]
+    - name: wss-sidecar
+      image: {SIDECAR_IMAGE}
+      restartPolicy: Always
+      args: [{args}]
+      env:
+        - name: POD_NAMESPACE
+          valueFrom: {{ fieldRef: {{ fieldPath: metadata.namespace }} }}
+      ports:
+        - {{ name: wss, containerPort: 8443 }}
+        - {{ name: wss-admin, containerPort: 9090 }}
+      readinessProbe:
+        httpGet: {{ path: /readyz, port: wss-admin }}
+        periodSeconds: 1
+      securityContext: {{ runAsUser: 65532, runAsGroup: 65532, readOnlyRootFilesystem: true }}
+      volumeMounts:
+        - {{ name: pebble-root, mountPath: /pebble, readOnly: true }}
+  containers:
+    - name: app
+      image: {SIDECAR_IMAGE}
+      args: ["echo", "--listen", "127.0.0.1:8080"]
+  volumes:
+    - name: pebble-root
+      configMap: {{ name: pebble-root }}
+"#,
+        args = args.join(", ")
+    )
+}

@@ -1,0 +1,58 @@
+//! Tests against the one-node cluster (`scripts/cluster`): the real apiserver, controllers,
+//! scheduler, kubectl and helm, with the process kubelet and Service proxy, and real WebSocket
+//! clients. Each test works in namespaces of its own.
+//!
+//! - `install`: `helm install` of the chart, injection by the real apiserver, the echo example
+//!   through its LoadBalancer, `helm test`, and what `helm uninstall` leaves.
+//! - `rotation`: a mounted TLS Secret updated while a WebSocket stays open.
+//! - `api_access`: `--cert-secret` and `--acme-store secret:` under the chart's Role.
+//! - `realness`: the cluster refuses, routes, isolates and terminates as Kubernetes does.
+
+mod api_access;
+mod install;
+mod realness;
+mod rotation;
+
+use crate::support::cluster::{SIDECAR_IMAGE, yaml_string};
+
+/// A pod running the sidecar (a native sidecar, as the injector writes it) in front of the
+/// demo echo app, with `args` after `proxy --upstream 127.0.0.1:8080`. Its readiness is the
+/// sidecar's `/readyz`.
+pub fn sidecar_pod(name: &str, labels: &str, service_account: &str, args: &[&str]) -> String {
+    let args: Vec<String> = ["proxy", "--upstream=127.0.0.1:8080"]
+        .iter()
+        .chain(args)
+        .map(|a| yaml_string(a))
+        .collect();
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{ {labels} }}
+spec:
+  serviceAccountName: {service_account}
+  terminationGracePeriodSeconds: 5
+  initContainers:
+    - name: wss-sidecar
+      image: {SIDECAR_IMAGE}
+      restartPolicy: Always
+      args: [{args}]
+      env:
+        - name: POD_NAMESPACE
+          valueFrom: {{ fieldRef: {{ fieldPath: metadata.namespace }} }}
+      ports:
+        - {{ name: wss, containerPort: 8443 }}
+        - {{ name: wss-admin, containerPort: 9090 }}
+      readinessProbe:
+        httpGet: {{ path: /readyz, port: wss-admin }}
+        periodSeconds: 1
+      securityContext: {{ runAsUser: 65532, runAsGroup: 65532, readOnlyRootFilesystem: true }}
+  containers:
+    - name: app
+      image: {SIDECAR_IMAGE}
+      args: ["echo", "--listen", "127.0.0.1:8080"]
+"#,
+        args = args.join(", ")
+    )
+}
