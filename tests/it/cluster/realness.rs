@@ -79,7 +79,7 @@ async fn ws_echo(addr: SocketAddr) -> Result<(), String> {
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;
-    let mut ws = ws_upgrade(tcp, format!("ws://{addr}/"))
+    let mut ws = ws_upgrade(tcp, format!("ws://{addr}/ws"))
         .await
         .map_err(|e| format!("upgrade via {addr}: {e}"))?;
     assert_echo(&mut ws, Message::text("hello")).await;
@@ -213,7 +213,7 @@ spec:
         .unwrap_or("")
         .split_whitespace()
         .collect();
-    for host_only in ["work", "home", "root", "opt", "srv"] {
+    for host_only in ["work", "boot", "opt", "srv", "mnt", "media"] {
         assert!(
             !root.contains(&host_only),
             "/{host_only} of the host is in the root: {root:?}"

@@ -148,6 +148,15 @@ impl Cluster {
     pub async fn namespace(&self, prefix: &str) -> Namespace {
         let name = format!("{prefix}-{}", std::process::id());
         self.kubectl_ok(&["create", "namespace", &name]).await;
+        // The serviceaccount controller creates `default` a moment later; until then the
+        // ServiceAccount admission plugin refuses pods, as in any cluster.
+        self.wait_json(
+            Some(&name),
+            &["serviceaccount", "default"],
+            Duration::from_secs(30),
+            |_| true,
+        )
+        .await;
         Namespace {
             name,
             kubectl: self.dir.join("bin/kubectl"),
