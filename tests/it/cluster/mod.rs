@@ -6,9 +6,11 @@
 //!   through its LoadBalancer, `helm test`, and what `helm uninstall` leaves.
 //! - `rotation`: a mounted TLS Secret updated while a WebSocket stays open.
 //! - `api_access`: `--cert-secret` and `--acme-store secret:` under the chart's Role.
+//! - `contract`: `scripts/cluster` without a usable Go says how to install it.
 //! - `realness`: the cluster refuses, routes, isolates and terminates as Kubernetes does.
 
 mod api_access;
+mod contract;
 mod install;
 mod realness;
 mod rotation;
