@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::cluster::{
-    CURL_IMAGE, Cluster, NODE_IP, POD_START, SIDECAR_IMAGE, pod_ip, str_at, yaml_string,
+    CURL_IMAGE, Cluster, NODE_IP, POD_START, pod_ip, str_at, yaml_string,
 };
 use crate::support::pebble::{Pebble, PebbleOptions};
 use crate::support::recorder::Recorder;
@@ -18,7 +18,7 @@ use crate::support::{
     peer_leaf, tls_connect,
 };
 
-use super::sidecar_pod;
+use super::{SidecarPod, sidecar_pod};
 
 /// The name the ACME sidecar orders, resolved by Pebble's DNS to the pod's IP.
 const ACME_NAME: &str = "chat.acme.test";
@@ -170,55 +170,24 @@ fn acme_pod(directory: &str, recorder: &str) -> String {
     let hold = yaml_string(&format!(
         "until curl -fs {recorder}/hold/chat >/dev/null; do sleep 0.5; done"
     ));
-    let args: Vec<String> = [
-        "proxy",
-        "--upstream=127.0.0.1:8080",
-        &format!("--acme-domain={ACME_NAME}"),
-        &format!("--acme-directory={directory}"),
-        "--acme-ca-root=/pebble/root.pem",
-        "--acme-store=secret:chat-acme",
-        "--acme-email=ops@acme.test",
-    ]
-    .iter()
-    .map(|a| yaml_string(a))
-    .collect();
-    format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata:
-  name: chat
-  labels: {{ app: chat }}
-spec:
-  serviceAccountName: chat
-  terminationGracePeriodSeconds: 5
-  initContainers:
-    - name: wait-for-dns
-      image: {CURL_IMAGE}
-      command: ["sh", "-c", {hold}]
-    - name: wss-sidecar
-      image: {SIDECAR_IMAGE}
-      restartPolicy: Always
-      args: [{args}]
-      env:
-        - name: POD_NAMESPACE
-          valueFrom: {{ fieldRef: {{ fieldPath: metadata.namespace }} }}
-      ports:
-        - {{ name: wss, containerPort: 8443 }}
-        - {{ name: wss-admin, containerPort: 9090 }}
-      readinessProbe:
-        httpGet: {{ path: /readyz, port: wss-admin }}
-        periodSeconds: 1
-      securityContext: {{ runAsUser: 65532, runAsGroup: 65532, readOnlyRootFilesystem: true }}
-      volumeMounts:
-        - {{ name: pebble-root, mountPath: /pebble, readOnly: true }}
-  containers:
-    - name: app
-      image: {SIDECAR_IMAGE}
-      args: ["echo", "--listen", "127.0.0.1:8080"]
-  volumes:
-    - name: pebble-root
-      configMap: {{ name: pebble-root }}
-"#,
-        args = args.join(", ")
+    let init_before = format!(
+        "    - name: wait-for-dns\n      image: {CURL_IMAGE}\n      command: [\"sh\", \"-c\", {hold}]\n"
+    );
+    let pod = SidecarPod {
+        init_before: &init_before,
+        mounts: "        - { name: pebble-root, mountPath: /pebble, readOnly: true }\n",
+        volumes: "    - name: pebble-root\n      configMap: { name: pebble-root }\n",
+    };
+    pod.yaml(
+        "chat",
+        "app: chat",
+        "chat",
+        &[
+            &format!("--acme-domain={ACME_NAME}"),
+            &format!("--acme-directory={directory}"),
+            "--acme-ca-root=/pebble/root.pem",
+            "--acme-store=secret:chat-acme",
+            "--acme-email=ops@acme.test",
+        ],
     )
 }

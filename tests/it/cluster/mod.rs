@@ -21,13 +21,40 @@ use crate::support::cluster::{SIDECAR_IMAGE, yaml_string};
 /// demo echo app, with `args` after `proxy --upstream 127.0.0.1:8080`. Its readiness is the
 /// sidecar's `/readyz`.
 pub fn sidecar_pod(name: &str, labels: &str, service_account: &str, args: &[&str]) -> String {
-    let args: Vec<String> = ["proxy", "--upstream=127.0.0.1:8080"]
-        .iter()
-        .chain(args)
-        .map(|a| yaml_string(a))
-        .collect();
-    format!(
-        r#"apiVersion: v1
+    SidecarPod::default().yaml(name, labels, service_account, args)
+}
+
+/// What a [`sidecar_pod`] may carry besides: YAML list items, indented as in a pod spec.
+#[derive(Default)]
+pub struct SidecarPod<'a> {
+    /// Init containers that run before the sidecar starts.
+    pub init_before: &'a str,
+    /// The sidecar's volumeMounts.
+    pub mounts: &'a str,
+    /// The pod's volumes.
+    pub volumes: &'a str,
+}
+
+impl SidecarPod<'_> {
+    /// The pod's YAML; see [`sidecar_pod`].
+    pub fn yaml(&self, name: &str, labels: &str, service_account: &str, args: &[&str]) -> String {
+        let args: Vec<String> = ["proxy", "--upstream=127.0.0.1:8080"]
+            .iter()
+            .chain(args)
+            .map(|a| yaml_string(a))
+            .collect();
+        let mounts = if self.mounts.is_empty() {
+            String::new()
+        } else {
+            format!("      volumeMounts:\n{}", self.mounts)
+        };
+        let volumes = if self.volumes.is_empty() {
+            String::new()
+        } else {
+            format!("  volumes:\n{}", self.volumes)
+        };
+        format!(
+            r#"apiVersion: v1
 kind: Pod
 metadata:
   name: {name}
@@ -36,7 +63,7 @@ spec:
   serviceAccountName: {service_account}
   terminationGracePeriodSeconds: 5
   initContainers:
-    - name: wss-sidecar
+{init_before}    - name: wss-sidecar
       image: {SIDECAR_IMAGE}
       restartPolicy: Always
       args: [{args}]
@@ -50,11 +77,13 @@ spec:
         httpGet: {{ path: /readyz, port: wss-admin }}
         periodSeconds: 1
       securityContext: {{ runAsUser: 65532, runAsGroup: 65532, readOnlyRootFilesystem: true }}
-  containers:
+{mounts}  containers:
     - name: app
       image: {SIDECAR_IMAGE}
       args: ["echo", "--listen", "127.0.0.1:8080"]
-"#,
-        args = args.join(", ")
-    )
+{volumes}"#,
+            init_before = self.init_before,
+            args = args.join(", ")
+        )
+    }
 }
