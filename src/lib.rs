@@ -33,6 +33,7 @@
 //! - [`metrics`], `clock`, `file_watch`: Prometheus metrics, seconds since the epoch, the
 //!   directory watcher certificate sources and the client CA share.
 //! - [`shutdown`], [`telemetry`]: signals and logging, for `main`.
+//! - [`listen`]: the one bind function every listener goes through (`[::]`, dual-stack).
 #![forbid(unsafe_code)]
 
 pub mod acme;
@@ -45,6 +46,7 @@ pub(crate) mod forward;
 pub(crate) mod http;
 pub mod injector;
 pub mod k8s;
+pub mod listen;
 pub mod metrics;
 pub mod proxy;
 pub mod shutdown;

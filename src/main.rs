@@ -2,13 +2,12 @@
 //! the code the outcome carries (64 for bad configuration).
 #![forbid(unsafe_code)]
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tokio::net::TcpListener;
 use wss_sidecar::config::{Cli, Command, ConfigError};
-use wss_sidecar::shutdown::Signals;
+use wss_sidecar::shutdown::{self, Signals};
+use wss_sidecar::listen::{bind, bind_optional};
 use wss_sidecar::{EXIT_CONFIG, demo, injector, proxy, telemetry};
 
 /// Why `run` failed, and the exit code that says so.
@@ -80,6 +79,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => &args.log,
         Command::Echo(args) => &args.log,
         Command::Injector(args) => &args.log,
+        Command::LameDuck(args) => &args.log,
     };
     if let Err(err) = telemetry::init(log.log_format, &log.log_level) {
         eprintln!("error: {err}");
@@ -118,20 +118,20 @@ async fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Proxy(args) => {
             let config = args.into_config()?;
-            let tls = bind("--listen", config.listen).await?;
-            let admin = bind_optional("--admin-listen", config.admin_listen).await?;
-            let http = bind_optional("--http-listen", config.http_listen).await?;
+            let tls = bind("--listen", config.listen)?;
+            let admin = bind_optional("--admin-listen", config.admin_listen)?;
+            let http = bind_optional("--http-listen", config.http_listen)?;
             let listeners = proxy::Listeners { tls, admin, http };
             proxy::run(config, listeners, shutdown_signal(signals)).await?;
         }
         Command::Demo(args) => {
-            let tls = bind("--listen", args.listen).await?;
-            let admin = bind_optional("--admin-listen", args.admin_listen.0).await?;
-            let app = bind("--app-listen", args.app_listen).await?;
+            let tls = bind("--listen", args.listen)?;
+            let admin = bind_optional("--admin-listen", args.admin_listen.0)?;
+            let app = bind("--app-listen", args.app_listen)?;
             demo::quickstart::run(&args, tls, admin, app, shutdown_signal(signals)).await?;
         }
         Command::Echo(args) => {
-            let app = bind("--listen", args.listen).await?;
+            let app = bind("--listen", args.listen)?;
             println!(
                 "demo echo app on http://{}/ (WebSocket at /ws)",
                 args.listen
@@ -143,45 +143,23 @@ async fn run(command: Command) -> Result<(), Failure> {
         Command::Injector(args) => {
             let admin_listen = args.admin_listen;
             let config = args.into_config()?;
-            let https = bind("--listen", config.listen).await?;
-            let admin = Some(bind("--admin-listen", admin_listen).await?);
+            let https = bind("--listen", config.listen)?;
+            let admin = Some(bind("--admin-listen", admin_listen)?);
             let listeners = injector::Listeners { https, admin };
             injector::run(config, listeners, shutdown_signal(signals)).await?;
+        }
+        Command::LameDuck(args) => {
+            let answer = shutdown::request_lame_duck(args.admin)
+                .await
+                .map_err(Failure::runtime)?;
+            println!("{answer}");
         }
     }
     Ok(())
 }
 
-/// Binding is configuration: an address in use or not ours is the user's to fix, so it maps
-/// to exit code 64 with the flag's name.
-async fn bind(flag: &'static str, addr: SocketAddr) -> Result<TcpListener, ConfigError> {
-    TcpListener::bind(addr).await.map_err(|e| ConfigError {
-        flag,
-        message: format!("cannot listen on {addr}: {e}"),
-    })
-}
-
-/// [`bind`] when the listener is enabled.
-async fn bind_optional(
-    flag: &'static str,
-    addr: Option<SocketAddr>,
-) -> Result<Option<TcpListener>, ConfigError> {
-    match addr {
-        Some(addr) => bind(flag, addr).await.map(Some),
-        None => Ok(None),
-    }
-}
-
-/// The first SIGTERM/SIGINT starts the drain; a second one exits at once.
-async fn shutdown_signal(mut signals: Signals) {
-    let name = signals.recv().await;
-    tracing::info!(
-        signal = name,
-        "shutdown requested; send it again to exit at once"
-    );
-    tokio::spawn(async move {
-        let name = signals.recv().await;
-        tracing::warn!(signal = name, "second signal; exiting without draining");
-        std::process::exit(1);
-    });
+/// The first SIGTERM/SIGINT starts the shutdown (the lame duck, then the drain); a second one
+/// exits at once, also when `POST /lame-duck` started the lame duck before any signal.
+fn shutdown_signal(signals: Signals) -> impl std::future::Future<Output = ()> {
+    signals.spawn_watch().cancelled_owned()
 }

@@ -55,6 +55,9 @@ pub struct AcmeMetrics {
     pub consecutive_failures: Gauge,
     /// 1 for the class of the last failure; empty after a success.
     pub last_error: Family<ErrorClass, Gauge>,
+    /// Self-checks of our own names that did not answer with our key authorization, by
+    /// reason (`dns`, `connect`, `tls`, `http`, `wrong_answer`); nothing is submitted then.
+    pub self_check_failures: Family<Reason, Counter>,
 }
 
 impl AcmeMetrics {
@@ -80,6 +83,11 @@ impl AcmeMetrics {
                 registry,
                 "acme_last_error",
                 "1 for the class of the last ACME failure; absent after a success",
+            ),
+            self_check_failures: register(
+                registry,
+                "acme_self_check_failures",
+                "Self-checks of our names that failed before asking the CA to validate, by reason",
             ),
         }
     }

@@ -1,6 +1,7 @@
 //! What the ACME manager is told to do: the names, the CA, the store, the challenge, the
 //! timing. Built from the `--acme-*` flags by [`crate::config`].
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -49,4 +50,21 @@ pub struct AcmeConfig {
     pub poll_interval: Duration,
     /// The first retry delay after a failure.
     pub backoff_base: Duration,
+    /// The self-check before the CA is asked to validate.
+    pub self_check: SelfCheckConfig,
+}
+
+/// How the self-check dials our own names as the CA will, before the CA is asked to validate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelfCheckConfig {
+    /// Off (`--acme-skip-self-check`): submit at once.
+    pub skip: bool,
+    /// After failing this long, submit anyway (some load balancers cannot hairpin).
+    pub timeout: Duration,
+    /// The DNS server to resolve the names with; `None`: the system resolver.
+    pub resolver: Option<SocketAddr>,
+    /// The port the CA dials for TLS-ALPN-01 (443, RFC 8737 §3).
+    pub tls_port: u16,
+    /// The port the CA dials for HTTP-01 (80, RFC 8555 §8.3).
+    pub http_port: u16,
 }

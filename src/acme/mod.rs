@@ -7,6 +7,7 @@
 //! - `manager`: the renewal loop (lock, order, back-off); `schedule` its timing;
 //!   `lock` keeps the ordering lock while an order runs.
 //! - `order`: one order with instant-acme; `cert_info`: what renewal reads from a cert.
+//! - `self_check`: before the CA is asked to validate, our own names dialled as the CA will.
 //! - `challenge`: answering the CA's validation from the store (TLS-ALPN-01 here, HTTP-01
 //!   through `crate::http::plain`).
 
@@ -18,11 +19,12 @@ pub(crate) mod lock;
 pub(crate) mod manager;
 pub(crate) mod order;
 pub(crate) mod schedule;
+pub(crate) mod self_check;
 pub(crate) mod secret_store;
 pub mod store;
 
 pub use challenge::ChallengeResponder;
-pub use config::{AcmeConfig, ChallengeKind, StoreLocation};
+pub use config::{AcmeConfig, ChallengeKind, SelfCheckConfig, StoreLocation};
 pub use dir_store::DirStore;
 pub use manager::Manager;
 pub use secret_store::SecretStore;

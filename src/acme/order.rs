@@ -16,10 +16,21 @@ use rcgen::{CertificateParams, DistinguishedName, KeyPair};
 use tracing::info;
 
 use super::config::{AcmeConfig, ChallengeKind};
+use super::self_check::{SelfCheck, Verdict};
 use super::store::{
     AcmeStore, ChallengeAnswer, PendingOrder, RenewalState, StoreError, StoredCert,
 };
 use crate::clock::epoch_seconds;
+use crate::http::health::AcmeAnswering;
+
+/// What happens between publishing the answers and telling the CA they are ready: readiness
+/// turns on (the CA reaches a Service's Ready endpoints only), then the self-check.
+pub struct Validation<'a> {
+    /// Set once the answers are in the store.
+    pub answering: &'a AcmeAnswering,
+    /// Dials our names as the CA will before it is asked to.
+    pub self_check: &'a SelfCheck,
+}
 
 /// How long validation and issuance may take once the challenges are ready.
 const POLL_TIMEOUT: Duration = Duration::from_secs(90);
@@ -151,6 +162,7 @@ pub async fn order(
     store: &dyn AcmeStore,
     state: &mut RenewalState,
     replaces: Option<instant_acme::CertificateIdentifier<'_>>,
+    validation: &Validation<'_>,
 ) -> Result<StoredCert, OrderError> {
     let mut order = match resume(account, state).await? {
         Some(order) => order,
@@ -178,7 +190,7 @@ pub async fn order(
 
     let retries = RetryPolicy::new().timeout(POLL_TIMEOUT);
     if order.state().status == OrderStatus::Pending {
-        answer_challenges(&mut order, config, store).await?;
+        answer_challenges(&mut order, config, store, validation).await?;
         if order.poll_ready(&retries).await? != OrderStatus::Ready {
             // An invalid order is over: the next attempt places a new one.
             state.pending = None;
@@ -238,18 +250,21 @@ async fn resume(account: &Account, state: &mut RenewalState) -> Result<Option<Or
     Ok(None)
 }
 
-/// Publishes every pending authorization's answer to the store, then tells the CA the
-/// challenges are ready: its validation may reach any replica.
+/// Publishes every pending authorization's answer to the store, waits for the self-check, then
+/// tells the CA the challenges are ready: its validation may reach any replica.
 async fn answer_challenges(
     order: &mut Order,
     config: &AcmeConfig,
     store: &dyn AcmeStore,
+    validation: &Validation<'_>,
 ) -> Result<(), OrderError> {
     let kind = match config.challenge {
         ChallengeKind::TlsAlpn01 => ChallengeType::TlsAlpn01,
         ChallengeKind::Http01 => ChallengeType::Http01,
     };
     let mut answers = Vec::new();
+    // The answers the CA has not been told about yet: only those need the self-check.
+    let mut unsubmitted = Vec::new();
     let mut authorizations = order.authorizations();
     while let Some(authz) = authorizations.next().await {
         let mut authz = authz?;
@@ -260,13 +275,21 @@ async fn answer_challenges(
         let challenge = authz.challenge(kind.clone()).ok_or_else(|| {
             OrderError::Other(format!("the CA offers no {kind:?} challenge for {name}"))
         })?;
-        answers.push(ChallengeAnswer {
+        let answer = ChallengeAnswer {
             name,
             token: challenge.token.clone(),
             key_authorization: challenge.key_authorization().as_str().to_string(),
-        });
+        };
+        if challenge.status == ChallengeStatus::Pending {
+            unsubmitted.push(answer.clone());
+        }
+        answers.push(answer);
     }
     store.save_challenges(&answers).await?;
+    validation.answering.set(true);
+    if validation.self_check.wait_answered(&unsubmitted).await == Verdict::TimedOut {
+        info!("submitting the challenges although the self-check failed");
+    }
 
     let mut authorizations = order.authorizations();
     while let Some(authz) = authorizations.next().await {

@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::ConfigError;
 use super::parse::parse_duration;
-use crate::acme::{AcmeConfig, ChallengeKind, StoreLocation};
+use crate::acme::{AcmeConfig, ChallengeKind, SelfCheckConfig, StoreLocation};
 
 /// Let's Encrypt's production directory, the default.
 pub const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -106,6 +106,37 @@ pub struct AcmeArgs {
     /// then daily (1m, 10m, 100m, 1 day with the default).
     #[arg(long, env = "WSS_SIDECAR_ACME_BACKOFF_BASE", default_value = "1m", value_parser = parse_duration)]
     pub acme_backoff_base: Duration,
+
+    /// Before asking the CA to validate, the sidecar dials its own names as the CA will and
+    /// submits only once they answer with our key authorization; after failing this long, it
+    /// submits anyway (for load balancers that cannot hairpin).
+    #[arg(long, env = "WSS_SIDECAR_ACME_SELF_CHECK_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub acme_self_check_timeout: Duration,
+
+    /// Skip the self-check: ask the CA to validate at once.
+    #[arg(long, env = "WSS_SIDECAR_ACME_SKIP_SELF_CHECK")]
+    pub acme_skip_self_check: bool,
+
+    /// DNS server (IP:PORT) the self-check resolves the names with. Default: the system
+    /// resolver.
+    #[arg(long, env = "WSS_SIDECAR_ACME_RESOLVER", value_name = "ADDR:PORT")]
+    pub acme_resolver: Option<SocketAddr>,
+
+    /// For testing: the port the self-check dials for TLS-ALPN-01, as the CA does (443).
+    #[arg(
+        long,
+        env = "WSS_SIDECAR_ACME_SELF_CHECK_TLS_PORT",
+        default_value_t = 443
+    )]
+    pub acme_self_check_tls_port: u16,
+
+    /// For testing: the port the self-check dials for HTTP-01, as the CA does (80).
+    #[arg(
+        long,
+        env = "WSS_SIDECAR_ACME_SELF_CHECK_HTTP_PORT",
+        default_value_t = 80
+    )]
+    pub acme_self_check_http_port: u16,
 }
 
 impl AcmeArgs {
@@ -170,6 +201,7 @@ impl AcmeArgs {
             ("--acme-poll-interval", self.acme_poll_interval),
             ("--acme-backoff-base", self.acme_backoff_base),
             ("--acme-lease-duration", self.acme_lease_duration),
+            ("--acme-self-check-timeout", self.acme_self_check_timeout),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::new(flag, "must be longer than zero"));
@@ -191,6 +223,13 @@ impl AcmeArgs {
             renew_before: self.acme_renew_before,
             poll_interval: self.acme_poll_interval,
             backoff_base: self.acme_backoff_base,
+            self_check: SelfCheckConfig {
+                skip: self.acme_skip_self_check,
+                timeout: self.acme_self_check_timeout,
+                resolver: self.acme_resolver,
+                tls_port: self.acme_self_check_tls_port,
+                http_port: self.acme_self_check_http_port,
+            },
         }))
     }
 }

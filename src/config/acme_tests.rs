@@ -85,6 +85,10 @@ fn errors_name_the_flag() {
             "--acme-challenge",
         ),
         (
+            &["--acme-domain", "a.test", "--acme-self-check-timeout", "0s"],
+            "--acme-self-check-timeout",
+        ),
+        (
             &["--acme-domain", "a.test", "--acme-eab-kid", "k"],
             "--acme-eab-hmac-key",
         ),
@@ -180,4 +184,36 @@ fn eab_key_and_key_file_exclude_each_other() {
         err.to_string().contains("--acme-eab-hmac-key-file"),
         "{err}"
     );
+}
+
+#[test]
+fn the_self_check_is_on_by_default_and_can_be_pointed_or_skipped() {
+    let cfg = parse(&["--acme-domain", "a.test"]).unwrap().unwrap();
+    assert_eq!(
+        cfg.self_check,
+        SelfCheckConfig {
+            skip: false,
+            timeout: Duration::from_secs(300),
+            resolver: None,
+            tls_port: 443,
+            http_port: 80,
+        }
+    );
+    let cfg = parse(&[
+        "--acme-domain",
+        "a.test",
+        "--acme-skip-self-check",
+        "--acme-resolver",
+        "10.244.0.1:5353",
+        "--acme-self-check-timeout",
+        "30s",
+    ])
+    .unwrap()
+    .unwrap();
+    assert!(cfg.self_check.skip);
+    assert_eq!(
+        cfg.self_check.resolver,
+        Some("10.244.0.1:5353".parse().unwrap())
+    );
+    assert_eq!(cfg.self_check.timeout, Duration::from_secs(30));
 }

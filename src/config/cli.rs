@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use clap::{Args, Parser, Subcommand};
 
 use super::injector::InjectorArgs;
+pub use super::lame_duck::LameDuckArgs;
 use super::proxy::{AdminListen, ProxyArgs, parse_admin_listen};
 use crate::telemetry::LogFormat;
 
@@ -30,6 +31,9 @@ pub enum Command {
     Echo(EchoArgs),
     /// Run the admission webhook that injects the sidecar into labelled pods.
     Injector(InjectorArgs),
+    /// Start the lame duck of the sidecar running in this pod (its preStop hook): posts
+    /// /lame-duck to its admin port and exits 0 once accepted.
+    LameDuck(LameDuckArgs),
 }
 
 /// Logging flags shared by every subcommand.

@@ -19,8 +19,9 @@ use crate::injector::{
 /// Flags of `wss-sidecar injector`.
 #[derive(Debug, Clone, Args)]
 pub struct InjectorArgs {
-    /// HTTPS listen address; `POST /mutate` takes an AdmissionReview v1.
-    #[arg(long, env = "WSS_SIDECAR_LISTEN", default_value = "0.0.0.0:8443")]
+    /// HTTPS listen address; `POST /mutate` takes an AdmissionReview v1. `[::]` takes IPv4 and
+    /// IPv6, and falls back to 0.0.0.0 where the host has no IPv6.
+    #[arg(long, env = "WSS_SIDECAR_LISTEN", default_value = "[::]:8443")]
     pub listen: SocketAddr,
 
     /// Directory with the serving certificate (tls.crt + tls.key), reloaded when it changes.
@@ -70,8 +71,14 @@ pub struct InjectorArgs {
     )]
     pub self_cert_lease: String,
 
-    /// Admin listen address for /healthz, /readyz and /metrics.
-    #[arg(long, env = "WSS_SIDECAR_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    /// On SIGTERM/SIGINT (or `POST /lame-duck` from loopback), how long to stay not ready while
+    /// still answering admissions (the Service's endpoints go away asynchronously), before the
+    /// requests in flight are finished and it exits.
+    #[arg(long, env = "WSS_SIDECAR_LAME_DUCK", default_value = "0s", value_parser = super::parse_duration)]
+    pub lame_duck: std::time::Duration,
+
+    /// Admin listen address for /healthz, /readyz and /metrics (`[::]` as for --listen).
+    #[arg(long, env = "WSS_SIDECAR_ADMIN_LISTEN", default_value = "[::]:9090")]
     pub admin_listen: SocketAddr,
 
     /// Image of the injected container (normally the injector's own image).
@@ -178,6 +185,7 @@ impl InjectorArgs {
         };
         Ok(Config {
             listen: self.listen,
+            lame_duck: self.lame_duck,
             serving_cert,
             template,
         })
@@ -196,6 +204,19 @@ pub fn proxy_flags() -> &'static ProxyFlags {
                 admin_port: parsed.admin_listen.0.map(|a| a.port()),
                 http_port: parsed.acme.http_listen.map(|a| a.port()),
                 acme_store_is_secret: parsed.acme.acme_store.starts_with("secret:"),
+                admin_loopback: parsed.admin_listen.0.is_some_and(|a| a.ip().is_loopback()),
+                acme: !parsed.acme.acme_domains.is_empty(),
+                // As `ProxyConfig::kubernetes_flag` decides it, from the unchecked flags.
+                api_flag: if !parsed.cert_secrets.is_empty() {
+                    Some("cert-secret")
+                } else if !parsed.acme.acme_domains.is_empty()
+                    && parsed.acme.acme_store.starts_with("secret:")
+                {
+                    Some("acme-store")
+                } else {
+                    None
+                },
+                acme_store: parsed.acme.acme_store,
             })
         })
     })

@@ -7,11 +7,12 @@ mod acme;
 mod cli;
 mod client;
 mod injector;
+mod lame_duck;
 mod parse;
 mod proxy;
 
 pub use acme::{AcmeArgs, LETSENCRYPT, LETSENCRYPT_STAGING};
-pub use cli::{Cli, Command, DemoArgs, EchoArgs, LogArgs};
+pub use cli::{Cli, Command, DemoArgs, EchoArgs, LameDuckArgs, LogArgs};
 pub use client::{ClientArgs, ClientAuth};
 pub use injector::{InjectorArgs, proxy_flags};
 pub use parse::{parse_duration, parse_optional_duration};

@@ -18,9 +18,15 @@ use crate::proxy::ProxyConfig;
 /// Flags of `wss-sidecar proxy`.
 #[derive(Debug, Clone, Args)]
 pub struct ProxyArgs {
-    /// TLS (wss) listen address.
-    #[arg(long, env = "WSS_SIDECAR_LISTEN", default_value = "0.0.0.0:8443")]
+    /// TLS (wss) listen address. `[::]` takes IPv4 and IPv6 (IPV6_V6ONLY off), and falls back
+    /// to 0.0.0.0 where the host has no IPv6.
+    #[arg(long, env = "WSS_SIDECAR_LISTEN", default_value = "[::]:8443")]
     pub listen: SocketAddr,
+
+    /// The port the plain HTTP port's redirects to https:// point at (the public port, e.g. 443
+    /// behind a Service). Default: the --listen port.
+    #[arg(long, env = "WSS_SIDECAR_REDIRECT_PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub redirect_port: Option<u16>,
 
     /// Where the application listens: HOST:PORT or unix:/path.
     #[arg(long, env = "WSS_SIDECAR_UPSTREAM", default_value = "127.0.0.1:8080", value_parser = Upstream::parse)]
@@ -49,8 +55,8 @@ pub struct ProxyArgs {
     #[arg(long, env = "WSS_SIDECAR_CERT_POLL_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub cert_poll_interval: Duration,
 
-    /// Admin listen address for /healthz, /readyz and /metrics, or `off`.
-    #[arg(long, env = "WSS_SIDECAR_ADMIN_LISTEN", default_value = "0.0.0.0:9090", value_parser = parse_admin_listen)]
+    /// Admin listen address for /healthz, /readyz and /metrics, or `off` (`[::]` as for --listen).
+    #[arg(long, env = "WSS_SIDECAR_ADMIN_LISTEN", default_value = "[::]:9090", value_parser = parse_admin_listen)]
     pub admin_listen: AdminListen,
 
     /// Longest a client may take to complete the TLS handshake.
@@ -75,9 +81,14 @@ pub struct ProxyArgs {
     #[arg(long, env = "WSS_SIDECAR_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
-    /// After SIGTERM, how long live connections may finish before they are closed.
+    /// After the lame duck, how long live connections may finish before they are closed.
     #[arg(long, env = "WSS_SIDECAR_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+
+    /// On SIGTERM/SIGINT or `POST /lame-duck` (loopback only), how long to stay not ready
+    /// while still accepting connections (endpoint removal is asynchronous), before the drain.
+    #[arg(long, env = "WSS_SIDECAR_LAME_DUCK", default_value = "0s", value_parser = parse_duration)]
+    pub lame_duck: Duration,
 
     /// Automatic certificates from an ACME CA.
     #[command(flatten)]
@@ -158,6 +169,7 @@ impl ProxyArgs {
             acme,
             http_listen,
             listen: self.listen,
+            redirect_port: self.redirect_port,
             upstream: self.upstream,
             cert_dirs: self.cert_dirs,
             cert_secrets: self.cert_secrets,
@@ -169,6 +181,7 @@ impl ProxyArgs {
             half_close_timeout: self.half_close_timeout,
             max_connections: self.max_connections,
             drain_timeout: self.drain_timeout,
+            lame_duck: self.lame_duck,
             client: self.client.into_config()?,
         })
     }
@@ -220,12 +233,22 @@ mod tests {
     #[test]
     fn defaults_match_the_design() {
         let cfg = proxy(&[]).unwrap().into_config().unwrap();
-        assert_eq!(cfg.listen, "0.0.0.0:8443".parse().unwrap());
-        assert_eq!(cfg.admin_listen, Some("0.0.0.0:9090".parse().unwrap()));
+        assert_eq!(cfg.listen, "[::]:8443".parse().unwrap());
+        assert_eq!(cfg.admin_listen, Some("[::]:9090".parse().unwrap()));
+        assert_eq!(cfg.redirect_port, None, "outside Kubernetes: the listen port");
         assert_eq!(cfg.handshake_timeout, Duration::from_secs(10));
         assert_eq!(cfg.idle_timeout, None);
         assert_eq!(cfg.max_connections, 10_000);
         assert_eq!(cfg.drain_timeout, Duration::from_secs(30));
+        assert_eq!(cfg.lame_duck, Duration::ZERO, "Ctrl-C stays immediate outside Kubernetes");
+    }
+
+    #[test]
+    fn redirect_port_is_the_public_port_when_given() {
+        let cfg = proxy(&["--listen", "[::]:9443", "--redirect-port", "443"]).unwrap();
+        assert_eq!(cfg.into_config().unwrap().redirect_port, Some(443));
+        let err = proxy(&["--redirect-port", "0"]).unwrap_err().to_string();
+        assert!(err.contains("--redirect-port"), "{err}");
     }
 
     #[test]

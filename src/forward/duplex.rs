@@ -11,12 +11,12 @@ use std::task::Poll;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::one_way::{Fault, OneWay};
-use crate::http::canned::GOODBYE_TIMEOUT;
+use crate::http::canned::{self, Close};
 
 /// Byte counters for the two directions.
 #[derive(Clone)]
@@ -142,9 +142,12 @@ where
     };
 
     if !matches!(outcome, CloseReason::Closed | CloseReason::ClientError(_)) {
-        // Tell the client we are done (close_notify) rather than vanish; bounded, best effort.
-        // Boxed like the idle timer: only a closing connection needs this timer.
-        let _ = Box::pin(tokio::time::timeout(GOODBYE_TIMEOUT, client.shutdown())).await;
+        // Tell the client we are done (close_notify and a FIN) rather than vanish, then read
+        // what it still sends until its end: Linux answers a close with unread bytes in the
+        // receive buffer (or bytes arriving after it) with a TCP reset, which the client sees
+        // as a failure instead of a clean end (the drain deadline, an app that exited).
+        // Bounded, best effort; boxed like the idle timer: only a closing connection needs it.
+        Box::pin(canned::goodbye(client, &[], Close::Lingering)).await;
     }
     (outcome, up.total, down.total)
 }
@@ -211,7 +214,7 @@ impl std::fmt::Debug for Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, duplex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
 
     fn counters() -> Counters {
         Counters {

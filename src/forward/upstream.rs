@@ -1,9 +1,10 @@
-//! Where the application listens (`--upstream`), and opening the connection to it: TCP (each
-//! resolved address in turn) or a unix socket, under a connect timeout.
+//! Where the application listens (`--upstream`), and opening the connection to it: TCP (the
+//! name resolved at each connect, each address in turn) or a unix socket, under a connect
+//! timeout.
 
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,12 +14,12 @@ use tokio_util::either::Either;
 /// Where the application listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Upstream {
-    /// `HOST:PORT`, resolved once at start-up; connecting tries each address in order.
+    /// `HOST:PORT`. A name is resolved when a connection is made, never at parse time: the
+    /// injector parses inside the webhook's timeout and in its own namespace, and at start-up a
+    /// pod's DNS may not answer yet. Connecting tries each address in order.
     Tcp {
-        /// The text the user gave, for logs.
+        /// The text the user gave: what is resolved, and what logs show.
         authority: String,
-        /// The resolved addresses.
-        addrs: Vec<SocketAddr>,
     },
     /// `unix:/path` to a stream socket.
     Unix(PathBuf),
@@ -59,18 +60,43 @@ impl Upstream {
             .ok()
             .filter(|p| *p != 0)
             .ok_or_else(|| format!("the port in {value:?} is not a number from 1 to 65535"))?;
-        let addrs: Vec<SocketAddr> = value
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {value:?}: {e}"))?
-            .collect();
-        if addrs.is_empty() {
-            return Err(format!("{value:?} resolves to no address"));
-        }
+        check_host(host).map_err(|why| format!("{why} in {value:?}"))?;
         Ok(Upstream::Tcp {
             authority: value.to_string(),
-            addrs,
         })
     }
+}
+
+/// The host of `HOST:PORT`, checked for syntax only: an IPv4 address, a bracketed IPv6 address,
+/// or a DNS name (RFC 1123 labels: letters, digits, `-`, `_` as in SRV-style names, 63 bytes
+/// each, 253 in all).
+fn check_host(host: &str) -> Result<(), String> {
+    if let Some(inner) = host.strip_prefix('[') {
+        return match inner.strip_suffix(']').map(str::parse::<IpAddr>) {
+            Some(Ok(IpAddr::V6(_))) => Ok(()),
+            _ => Err(format!("{host:?} is not a bracketed IPv6 address")),
+        };
+    }
+    if host.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    if host.contains(':') {
+        return Err(format!("an IPv6 host needs brackets ([{host}])"));
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!("{host:?} is not a host name or IP address"));
+    }
+    Ok(())
 }
 
 /// A connection to the upstream, whichever kind it is.
@@ -82,9 +108,12 @@ pub enum ConnectError {
     /// Nothing listens there (the app is down or still starting).
     #[error("upstream refused the connection")]
     Refused,
-    /// The upstream did not answer within `--connect-timeout`.
+    /// The upstream did not answer within `--connect-timeout` (resolving its name included).
     #[error("upstream connect timed out")]
     Timeout,
+    /// The upstream's name did not resolve (DNS not ready, or no such name).
+    #[error("cannot resolve the upstream: {0}")]
+    Resolve(io::Error),
     /// Any other socket error.
     #[error("upstream connect failed: {0}")]
     Io(io::Error),
@@ -96,6 +125,7 @@ impl ConnectError {
         match self {
             ConnectError::Refused => "refused",
             ConnectError::Timeout => "timeout",
+            ConnectError::Resolve(_) => "dns",
             ConnectError::Io(_) => "io",
         }
     }
@@ -108,7 +138,7 @@ impl ConnectError {
     }
 }
 
-/// Connects to `upstream` within `timeout`.
+/// Connects to `upstream` within `timeout`, which bounds the name's resolution too.
 pub async fn connect(
     upstream: &Upstream,
     timeout: Duration,
@@ -119,8 +149,16 @@ pub async fn connect(
                 .await
                 .map(Either::Right)
                 .map_err(ConnectError::from_io),
-            Upstream::Tcp { addrs, .. } => {
-                let mut last = ConnectError::Refused;
+            Upstream::Tcp { authority } => {
+                // getaddrinfo on tokio's blocking pool, once per connection: a changed or
+                // late DNS record is seen by the next client.
+                let addrs = tokio::net::lookup_host(authority.as_str())
+                    .await
+                    .map_err(ConnectError::Resolve)?;
+                let mut last = ConnectError::Resolve(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{authority} resolves to no address"),
+                ));
                 for addr in addrs {
                     match TcpStream::connect(addr).await {
                         Ok(stream) => {
@@ -150,12 +188,26 @@ mod tests {
             Upstream::parse("unix:/run/app.sock"),
             Ok(Upstream::Unix("/run/app.sock".into()))
         );
-        let Ok(Upstream::Tcp { addrs, .. }) = Upstream::parse("127.0.0.1:8080") else {
+        let Ok(Upstream::Tcp { authority }) = Upstream::parse("127.0.0.1:8080") else {
             panic!("tcp upstream not parsed");
         };
-        assert_eq!(addrs, vec!["127.0.0.1:8080".parse().unwrap()]);
-        assert!(Upstream::parse("[::1]:80").is_ok());
+        assert_eq!(authority, "127.0.0.1:8080");
+        for good in [
+            "[::1]:80",
+            "app:8080",
+            "app.other-ns.svc.cluster.local:8080",
+            "app.other-ns.svc.cluster.local.:8080",
+            "localhost:80",
+        ] {
+            assert!(Upstream::parse(good).is_ok(), "{good} should be accepted");
+        }
         for bad in [
+            "::1:80",
+            "[127.0.0.1]:80",
+            "a..b:80",
+            "-app:80",
+            "app name:80",
+            "app/x:80",
             "unix:",
             "8080",
             ":8080",
@@ -165,5 +217,24 @@ mod tests {
         ] {
             assert!(Upstream::parse(bad).is_err(), "{bad} should be refused");
         }
+    }
+
+    /// A name that does not resolve (yet) parses, so the sidecar starts; only a connect fails,
+    /// with its own reason, and within the connect timeout.
+    #[tokio::test]
+    async fn a_name_is_resolved_at_connect_and_a_failure_ends_only_that_connect() {
+        let upstream = Upstream::parse("no-such-host.invalid:8080").expect("syntax only");
+        let err = connect(&upstream, Duration::from_secs(10)).await.unwrap_err();
+        assert_eq!(err.reason(), "dns", "{err}");
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let upstream = Upstream::parse(&format!("localhost:{port}")).unwrap();
+        let (connected, accepted) = tokio::join!(
+            connect(&upstream, Duration::from_secs(10)),
+            listener.accept()
+        );
+        connected.expect("localhost resolves at connect");
+        accepted.unwrap();
     }
 }

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 
 use super::flags::ProxyFlags;
+use super::mounts::{self, MOUNTS, Mount};
 
 /// The prefix of every annotation the injector reads.
 pub const PREFIX: &str = "wss-sidecar.io/";
@@ -25,7 +26,7 @@ pub const CERT_SECRET_VOLUME: &str = "wss-sidecar.io/cert-secret-volume";
 pub const UPSTREAM_PORT: &str = "wss-sidecar.io/upstream-port";
 
 /// Keys the injector reads itself; everything else under [`PREFIX`] must be a proxy flag.
-const INJECTOR_KEYS: [&str; 4] = [INJECT, STATUS, CERT_SECRET_VOLUME, UPSTREAM_PORT];
+const INJECTOR_KEYS: [&str; 5] = [INJECT, STATUS, CERT_SECRET_VOLUME, UPSTREAM_PORT, MOUNTS];
 
 /// Where `cert-secret-volume` mounts the Secret (and so the `--cert-dir` it adds).
 pub const TLS_MOUNT_PATH: &str = "/var/run/wss-sidecar/tls";
@@ -43,9 +44,27 @@ pub struct SidecarArgs {
     pub http_port: Option<u16>,
     /// The TLS Secret to mount, from `cert-secret-volume`.
     pub cert_secret_volume: Option<String>,
-    /// Whether the sidecar keeps ACME state in a directory (some `acme-*` flag is set and
-    /// `acme-store` is not a `secret:`): it then needs a writable volume there.
-    pub acme: bool,
+    /// What `wss-sidecar.io/mounts` mounts into the sidecar.
+    pub mounts: Vec<Mount>,
+    /// Every path flag's value, as `(flag, path)`: each must be in the image or under a mount.
+    pub paths: Vec<(String, String)>,
+    /// The ACME store, when ACME is on (`acme-domain`) or `acme-store` is set: `None` inside
+    /// means it was left at the proxy's default.
+    pub acme_store: Option<Option<String>>,
+    /// `--admin-listen` is a loopback address.
+    pub admin_loopback: bool,
+    /// The flag that makes the sidecar call the Kubernetes API, if any.
+    pub api_flag: Option<&'static str>,
+    /// Who set each flag: the annotation, or `--sidecar-default FLAG`.
+    labels: BTreeMap<String, String>,
+}
+
+impl SidecarArgs {
+    /// Who set `flag` (without `--`), for messages: its annotation unless a
+    /// `--sidecar-default` did.
+    pub fn label(&self, flag: &str) -> String {
+        self.labels.get(flag).cloned().unwrap_or_else(|| key(flag))
+    }
 }
 
 /// A pod the injector refuses, with a message naming the annotation at fault.
@@ -116,6 +135,10 @@ pub fn sidecar_args(
         Some(name) => Some(check_secret_name(name)?),
         None => None,
     };
+    let mounts = match ours.get("mounts") {
+        Some(value) => mounts::parse(value)?,
+        None => Vec::new(),
+    };
 
     let mut args = vec!["proxy".to_string()];
     if cert_secret_volume.is_some() {
@@ -128,13 +151,19 @@ pub fn sidecar_args(
     let line = flags
         .read_line(&args[1..])
         .map_err(|why| Denial(format!("the {PREFIX}* annotations do not combine: {why}")))?;
+    let store_set = values.contains_key("acme-store");
     Ok(SidecarArgs {
-        args,
         listen_port: line.listen_port,
         admin_port: line.admin_port,
         http_port: line.http_port,
         cert_secret_volume,
-        acme: values.keys().any(|f| f.starts_with("acme-")) && !line.acme_store_is_secret,
+        mounts,
+        paths: flags.paths(&args[1..]),
+        acme_store: (line.acme || store_set).then(|| store_set.then_some(line.acme_store)),
+        admin_loopback: line.admin_loopback,
+        api_flag: line.api_flag,
+        labels: values.into_iter().map(|(f, (label, _))| (f, label)).collect(),
+        args,
     })
 }
 

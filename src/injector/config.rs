@@ -11,6 +11,8 @@ use super::container::SidecarTemplate;
 pub struct Config {
     /// The HTTPS listen address (the caller binds it; logged as given when unbound).
     pub listen: SocketAddr,
+    /// On shutdown, how long to stay not ready while still serving admissions (`--lame-duck`).
+    pub lame_duck: std::time::Duration,
     /// Where the serving certificate comes from.
     pub serving_cert: ServingCert,
     /// The sidecar to inject.

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
     HTTPGetAction, ObjectFieldSelector, Probe, ResourceRequirements, SeccompProfile,
     SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::annotations::{SidecarArgs, TLS_MOUNT_PATH};
 use super::flags::ProxyFlags;
+use super::mounts::MountSource;
 
 /// How the sidecar joins the pod (`--sidecar-mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -27,10 +28,10 @@ pub enum SidecarMode {
 pub const CONTAINER_NAME: &str = "wss-sidecar";
 /// The volume `cert-secret-volume` adds.
 pub const TLS_VOLUME: &str = "wss-sidecar-tls";
-/// A writable directory for ACME state (the root filesystem is read-only).
-pub const STATE_VOLUME: &str = "wss-sidecar-state";
-/// Where [`STATE_VOLUME`] is mounted: the proxy's default `--acme-store`.
-pub const STATE_MOUNT_PATH: &str = "/var/lib/wss-sidecar";
+/// The volumes `wss-sidecar.io/mounts` adds for its Secrets and ConfigMaps: this and the
+/// entry's index. (A per-pod ACME state volume is gone: each pod would order on its own, see
+/// `checks::paths`.)
+pub const MOUNT_VOLUME_PREFIX: &str = "wss-sidecar-mount-";
 /// The name of the TLS port, for the app's Service `targetPort`.
 pub const PORT_NAME: &str = "wss";
 /// The name of the admin port the probes use.
@@ -145,12 +146,28 @@ pub fn volumes(args: &SidecarArgs) -> Vec<Volume> {
             ..Default::default()
         });
     }
-    if args.acme {
-        volumes.push(Volume {
-            name: STATE_VOLUME.into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Default::default()
-        });
+    for (i, entry) in args.mounts.iter().enumerate() {
+        let name = format!("{MOUNT_VOLUME_PREFIX}{i}");
+        match &entry.source {
+            MountSource::Secret(secret) => volumes.push(Volume {
+                name,
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            MountSource::ConfigMap(map) => volumes.push(Volume {
+                name,
+                config_map: Some(ConfigMapVolumeSource {
+                    name: map.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            // The pod's own: already declared.
+            MountSource::Volume(_) => {}
+        }
     }
     volumes
 }
@@ -161,8 +178,11 @@ fn mounts(args: &SidecarArgs) -> Option<Vec<VolumeMount>> {
     if args.cert_secret_volume.is_some() {
         mounts.push(mount(TLS_VOLUME, TLS_MOUNT_PATH, true));
     }
-    if args.acme {
-        mounts.push(mount(STATE_VOLUME, STATE_MOUNT_PATH, false));
+    for (i, entry) in args.mounts.iter().enumerate() {
+        mounts.push(match &entry.source {
+            MountSource::Volume(volume) => mount(volume, &entry.path, false),
+            _ => mount(&format!("{MOUNT_VOLUME_PREFIX}{i}"), &entry.path, true),
+        });
     }
     (!mounts.is_empty()).then_some(mounts)
 }

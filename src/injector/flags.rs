@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use clap::{ArgAction, ArgMatches};
+use clap::{ArgAction, ArgMatches, ValueHint};
 
 use super::annotations::Denial;
 
@@ -31,6 +31,15 @@ pub struct ProxyLine {
     pub http_port: Option<u16>,
     /// `--acme-store` names a Secret (`secret:…`), not a directory.
     pub acme_store_is_secret: bool,
+    /// `--admin-listen` is a loopback address (the kubelet's probes cannot reach it).
+    pub admin_loopback: bool,
+    /// `--acme-domain` is set: ACME is on.
+    pub acme: bool,
+    /// `--acme-store` as written (a directory, or `secret:…`).
+    pub acme_store: String,
+    /// The flag that makes the sidecar call the Kubernetes API, as the proxy decides it
+    /// (`ProxyConfig::kubernetes_flag`), without its `--`.
+    pub api_flag: Option<&'static str>,
 }
 
 /// Reads a [`ProxyLine`] from a line clap has parsed.
@@ -109,6 +118,30 @@ impl ProxyFlags {
             .try_get_matches_from(&words)
             .map_err(|err| Denial(format!("{label}: {}", first_line(&err))))?;
         Ok(words)
+    }
+
+    /// The value of every path flag in `words` (flags whose clap value hint is a path: every
+    /// `PathBuf` flag), as `(flag, path)` in the line's order; `words` are already checked.
+    pub fn paths(&self, words: &[String]) -> Vec<(String, String)> {
+        let Ok(matches) = self.command.clone().try_get_matches_from(words) else {
+            return Vec::new();
+        };
+        let path_hints = [
+            ValueHint::AnyPath,
+            ValueHint::FilePath,
+            ValueHint::DirPath,
+            ValueHint::ExecutablePath,
+        ];
+        let mut paths = Vec::new();
+        for arg in self.command.get_arguments() {
+            let (Some(long), true) = (arg.get_long(), path_hints.contains(&arg.get_value_hint()))
+            else {
+                continue;
+            };
+            let values = matches.get_raw(arg.get_id().as_str()).into_iter().flatten();
+            paths.extend(values.map(|v| (long.to_string(), v.to_string_lossy().into_owned())));
+        }
+        paths
     }
 
     /// Parses a whole line of flags (each already checked alone, for what only the whole line

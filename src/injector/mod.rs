@@ -3,7 +3,9 @@
 //! - `config`: what the injector is told to do (built from its flags by [`crate::config`]).
 //! - `flags`: the proxy's command line, handed over by [`crate::config`], that annotations
 //!   are checked against.
-//! - [`annotations`]: pod annotations → checked `proxy` arguments.
+//! - [`annotations`]: pod annotations → checked `proxy` arguments; `mounts`: the
+//!   `wss-sidecar.io/mounts` annotation.
+//! - `checks`: what the pod as a whole must be for the sidecar to run (refusals, warnings).
 //! - `container`: the injected container and its volumes.
 //! - `patch`, `inject`: the JSON Patch for one pod, or why it is skipped or denied.
 //! - `review`: `AdmissionReview` JSON in and out (patch base64 on the wire).
@@ -11,10 +13,12 @@
 //! - [`selfcert`]: the self-managed serving certificate (Secret + Lease + `caBundle`).
 
 pub mod annotations;
+pub(crate) mod checks;
 pub(crate) mod config;
 pub(crate) mod container;
 pub(crate) mod flags;
 pub(crate) mod inject;
+pub(crate) mod mounts;
 pub(crate) mod patch;
 pub(crate) mod review;
 pub mod selfcert;
@@ -79,7 +83,8 @@ impl RunError {
     }
 }
 
-/// Runs the webhook until `shutdown` resolves, then finishes the requests in flight.
+/// Runs the webhook until `shutdown` resolves (or `POST /lame-duck` from loopback), then stays
+/// not ready but serving for `--lame-duck`, then finishes the requests in flight.
 pub async fn run(
     config: Config,
     listeners: Listeners,
@@ -100,7 +105,14 @@ pub async fn run(
     }
     let tls_config = tls::server_config(Arc::new(Resolver::new(Arc::clone(&store))), None)?;
     let readiness = Arc::new(Readiness::new(Arc::clone(&store)));
-    admin::spawn(listeners.admin, &readiness, &metrics, stop.child_token());
+    let lame_duck = CancellationToken::new();
+    admin::spawn(
+        listeners.admin,
+        &readiness,
+        &metrics,
+        Some(&lame_duck),
+        stop.child_token(),
+    );
     let image = config.template.image.clone();
     let state = Arc::new(webhook::WebhookState {
         template: Arc::new(config.template),
@@ -117,8 +129,17 @@ pub async fn run(
     readiness.set_listening(true);
     let listen = https_addr.unwrap_or(config.listen);
     info!(listen = %listen, image = %image, "injector serving");
-    shutdown.await;
+    tokio::select! {
+        () = shutdown => {}
+        () = lame_duck.cancelled() => {}
+    }
+    // With `failurePolicy: Fail` a webhook that refuses connections fails pod creations, and
+    // the Service's endpoints go away asynchronously: stay not ready, still serving, first.
     readiness.set_draining();
+    if !config.lame_duck.is_zero() {
+        info!(lame_duck = ?config.lame_duck, "lame duck: not ready, still serving admissions");
+        tokio::time::sleep(config.lame_duck).await;
+    }
     serve_stop.cancel();
     let _ = serving.await;
     info!("injector stopped");

@@ -11,6 +11,8 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use serde_json::Value;
 use tracing::{debug, info};
 
+use super::annotations::{Denial, sidecar_args};
+use super::checks;
 use super::container::SidecarTemplate;
 use super::inject::{Outcome, inject};
 
@@ -56,22 +58,39 @@ fn respond(request: &AdmissionRequest<Pod>, template: &SidecarTemplate) -> Admis
             );
             allowed
         }
-        Ok(Outcome::Patched(patch)) => match allowed.clone().with_patch(patch) {
-            Ok(patched) => {
-                info!(
-                    pod.namespace = namespace,
-                    pod.name = name,
-                    "injected the sidecar"
-                );
-                patched
+        Ok(Outcome::Patched(patch)) => match pod_checks(pod, template) {
+            Err(denial) => {
+                info!(pod.namespace = namespace, pod.name = name, reason = %denial, "denied");
+                allowed.deny(denial)
             }
-            Err(err) => allowed.deny(format!("wss-sidecar injector: {err}")),
+            Ok(warnings) => match allowed.clone().with_patch(patch) {
+                Ok(mut patched) => {
+                    info!(
+                        pod.namespace = namespace,
+                        pod.name = name,
+                        warnings = warnings.len(),
+                        "injected the sidecar"
+                    );
+                    // Shown by kubectl as `Warning: …` (AdmissionResponse.warnings).
+                    patched.warnings = (!warnings.is_empty()).then_some(warnings);
+                    patched
+                }
+                Err(err) => allowed.deny(format!("wss-sidecar injector: {err}")),
+            },
         },
         Err(denial) => {
             info!(pod.namespace = namespace, pod.name = name, reason = %denial, "denied");
             allowed.deny(denial)
         }
     }
+}
+
+/// What the pod as a whole must be for the sidecar `inject` adds to run: warnings, or a
+/// refusal. (The annotations were checked by `inject` already; they parse again here.)
+fn pod_checks(pod: &Pod, template: &SidecarTemplate) -> Result<Vec<String>, Denial> {
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    let args = sidecar_args(&annotations, &template.defaults, template.flags)?;
+    checks::check(pod, &args)
 }
 
 /// Serialises the review with `response.patch` as base64, as the API server reads it.

@@ -19,6 +19,9 @@ pub struct ProxyConfig {
     pub http_listen: Option<SocketAddr>,
     /// The TLS (wss) listen address.
     pub listen: SocketAddr,
+    /// The port the plain HTTP port's redirects point at (`--redirect-port`); `None`: the
+    /// bound listen port.
+    pub redirect_port: Option<u16>,
     /// Where the application listens.
     pub upstream: Upstream,
     /// Directories holding `tls.crt` + `tls.key`, in flag order (the first is the SNI fallback).
@@ -39,8 +42,10 @@ pub struct ProxyConfig {
     pub half_close_timeout: Duration,
     /// Most client connections served at once; more are refused.
     pub max_connections: usize,
-    /// After SIGTERM, how long live connections may finish.
+    /// After the lame duck, how long live connections may finish.
     pub drain_timeout: Duration,
+    /// After SIGTERM/SIGINT or `POST /lame-duck`: not ready, still accepting, this long.
+    pub lame_duck: Duration,
     /// Who the client is and what the upstream is told about it.
     pub client: ClientConfig,
 }

@@ -93,8 +93,10 @@ impl RunError {
     }
 }
 
-/// Runs the proxy until `shutdown` resolves, then drains: readiness turns false at once, the
-/// listener closes, live connections get `drain_timeout` to finish, and the rest are closed.
+/// Runs the proxy until `shutdown` resolves (or `POST /lame-duck` arrives from loopback), then
+/// shuts down: readiness turns false at once while the listener keeps accepting for the lame
+/// duck, then the listener closes, live connections get `drain_timeout` to finish, and the rest
+/// are closed (with close_notify and a FIN, see `forward`).
 pub async fn run(
     config: ProxyConfig,
     listeners: Listeners,
@@ -136,7 +138,16 @@ pub async fn run(
         }
     }
 
-    let acme = spawn_acme(&config, &store, &metrics, &sources_stop, cluster.as_ref())?;
+    let readiness = Arc::new(Readiness::new(Arc::clone(&store)));
+    let acme = spawn_acme(&config, &store, &metrics, &sources_stop, cluster.as_ref())?
+        .map(|(responder, manager)| {
+            tokio::spawn(
+                manager
+                    .with_answering(readiness.acme_answering())
+                    .run(sources_stop.child_token()),
+            );
+            responder
+        });
 
     let client_auth = ClientCaVerifier::spawn_for(
         config.client.client_ca.as_ref(),
@@ -145,18 +156,26 @@ pub async fn run(
         &metrics,
     )?;
     let tls_config = tls::server_config(Arc::new(Resolver::new(Arc::clone(&store))), client_auth)?;
-    let readiness = Arc::new(Readiness::new(Arc::clone(&store)));
 
     let admin_stop = CancellationToken::new();
     let _stop_admin = admin_stop.clone().drop_guard();
     let admin_addr = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
-    admin::spawn(listeners.admin, &readiness, &metrics, admin_stop.clone());
+    let lame_duck = CancellationToken::new();
+    admin::spawn(
+        listeners.admin,
+        &readiness,
+        &metrics,
+        Some(&lame_duck),
+        admin_stop.clone(),
+    );
     if let Some(http_listener) = listeners.http {
         let state = Arc::new(PlainState {
             answers: acme
                 .clone()
                 .map(|responder| responder as Arc<dyn Http01Answers>),
-            https_port: listeners.tls.local_addr().map_or(443, |a| a.port()),
+            https_port: config
+                .redirect_port
+                .unwrap_or_else(|| listeners.tls.local_addr().map_or(443, |a| a.port())),
         });
         tokio::spawn(plain::serve(http_listener, state, admin_stop.clone()));
     }
@@ -203,9 +222,22 @@ pub async fn run(
         "accepting connections"
     );
 
-    shutdown.await;
+    // The first of a signal and `POST /lame-duck` starts it; a later one changes nothing (the
+    // second signal exits at once, in `main`).
+    tokio::select! {
+        () = shutdown => {}
+        () = lame_duck.cancelled() => {}
+    }
 
+    // Endpoint removal is asynchronous (kube-proxy, load balancers and Ingress controllers
+    // keep sending new connections for seconds after the pod is deleted; kubelet
+    // pkg/kubelet/kuberuntime/kuberuntime_termination_order.go), so stop being ready but
+    // keep accepting for the lame duck.
     readiness.set_draining();
+    if !config.lame_duck.is_zero() {
+        info!(lame_duck = ?config.lame_duck, "lame duck: not ready, still accepting");
+        tokio::time::sleep(config.lame_duck).await;
+    }
     accept_stop.cancel();
     // Wait for the loop to drop the listener, so new connections are refused from here on.
     let _ = accepting.await;
@@ -253,14 +285,14 @@ fn namespace_of(object: &ObjectRef, client: &kube::Client) -> String {
         .unwrap_or_else(|| client.default_namespace().to_string())
 }
 
-/// Starts the ACME manager when `--acme-domain` is given; returns the challenge responder.
+/// The ACME manager (to be run) and its challenge responder, when `--acme-domain` is given.
 fn spawn_acme(
     config: &ProxyConfig,
     store: &Arc<CertStore>,
     metrics: &Arc<Metrics>,
     stop: &CancellationToken,
     cluster: Option<&kube::Client>,
-) -> Result<Option<Arc<ChallengeResponder>>, RunError> {
+) -> Result<Option<(Arc<ChallengeResponder>, Manager)>, RunError> {
     let Some(acme_config) = &config.acme else {
         return Ok(None);
     };
@@ -293,11 +325,8 @@ fn spawn_acme(
         publisher,
         Arc::clone(metrics),
     );
-    tokio::spawn(manager.run(stop.child_token()));
-    Ok(Some(Arc::new(ChallengeResponder::new(
-        acme_store,
-        acme_config.domains.clone(),
-    ))))
+    let responder = ChallengeResponder::new(acme_store, acme_config.domains.clone());
+    Ok(Some((Arc::new(responder), manager)))
 }
 
 /// Displays an optional address as the address or `none`.

@@ -1,10 +1,16 @@
 //! ACME against the real Pebble: TLS-ALPN-01 on the wss port (acceptance 1), HTTP-01 on
 //! `--http-listen` with redirects (2), a restart that reuses the stored certificate (3),
-//! external account binding, and bad ACME flags refused at start-up.
+//! external account binding, bad ACME flags refused at start-up, and the self-check before
+//! the CA is asked to validate (issue 14): nothing submitted while our names do not answer,
+//! no stored back-off for it, submitted anyway after its timeout, and skipped on request.
+
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::support::acme::{NAMES, ORDERS, acme_args, echo_as, wait_issued};
+use crate::support::acme::{
+    ISSUE_TIMEOUT, NAMES, ORDERS, READY_SOLVING, acme_args, echo_as, wait_issued,
+};
 use crate::support::pebble::{Pebble, PebbleOptions, free_addr};
 use crate::support::*;
 
@@ -208,4 +214,152 @@ async fn bad_acme_flags_stop_start_up_with_64_naming_the_flag() {
             "{args:?} should name {flag}: {stderr}"
         );
     }
+}
+
+const SELF_CHECK_FAILURES: &str = "wss_sidecar_acme_self_check_failures_total";
+
+/// Pebble validating TLS-ALPN-01 on the port of `tls`.
+async fn pebble_on(tls: &TcpListener) -> Pebble {
+    Pebble::start(PebbleOptions {
+        tls_port: tls.local_addr().unwrap().port(),
+        http_port: free_addr().await.port(),
+        eab: None,
+    })
+    .await
+}
+
+#[tokio::test]
+async fn no_challenge_is_submitted_while_dns_points_elsewhere_and_no_back_off_is_stored() {
+    let app = EchoServer::start_tcp().await;
+    let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let pebble = pebble_on(&tls).await;
+    // The name resolves to a loopback address where nothing listens.
+    pebble.set_a(NAMES[0], "127.0.0.9").await;
+    let store = tempfile::tempdir().unwrap();
+    let args = proxy_args(
+        &app.addr().to_string(),
+        &acme_args(&pebble, &store, &NAMES[..1], &[]),
+    )
+    .await;
+    let proxy = TestProxy::start_unready_on(tls, None, &strs(&args)).await;
+    // Checked at 0 s and again 2 s later: the second failure shows it retries.
+    proxy
+        .wait_for_metric_at_least(SELF_CHECK_FAILURES, &[("reason", "connect")], 2.0)
+        .await;
+    assert_eq!(pebble.requests_logged("POST /order-plz"), 1, "one order");
+    assert_eq!(
+        pebble.challenges_submitted(),
+        0,
+        "no challenge submitted while the self-check fails"
+    );
+    // Ready meanwhile, answering the challenge, so that a Service would route the CA to us.
+    let (status, body) = proxy.admin_get("/readyz").await;
+    assert_eq!((status, body.as_str()), (200, READY_SOLVING));
+    assert_eq!(proxy.metric(ORDERS, &[("result", "failure")]).await, 0.0);
+
+    // DNS fixed: within the longest retry (30 s) the certificate arrives, without a back-off.
+    pebble.set_a(NAMES[0], "127.0.0.1").await;
+    let fixed = std::time::Instant::now();
+    wait_issued(&proxy).await;
+    let took = fixed.elapsed();
+    assert!(
+        took < Duration::from_secs(40),
+        "issued {took:?} after the fix"
+    );
+    assert_eq!(
+        pebble.challenges_submitted(),
+        1,
+        "submitted once, when right"
+    );
+    assert_eq!(proxy.metric(ORDERS, &[("result", "success")]).await, 1.0);
+    assert_eq!(proxy.metric(ORDERS, &[("result", "failure")]).await, 0.0);
+    assert_eq!(
+        proxy
+            .metric("wss_sidecar_acme_consecutive_failures", &[])
+            .await,
+        0.0
+    );
+    let state = std::fs::read_dir(store.path())
+        .unwrap()
+        .map(|d| d.unwrap().path().join("state.json"))
+        .find(|p| p.exists());
+    if let Some(state) = state {
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(state).unwrap()).unwrap();
+        assert_eq!(state["failures"], 0, "no failure stored: {state}");
+        assert!(
+            state["next_attempt"].is_null(),
+            "no back-off stored: {state}"
+        );
+    }
+    echo_as(&pebble, proxy.addr, NAMES[0]).await;
+}
+
+#[tokio::test]
+async fn after_the_self_check_timeout_the_challenge_is_submitted_anyway() {
+    let app = EchoServer::start_tcp().await;
+    let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let pebble = pebble_on(&tls).await;
+    // The self-check dials a port where nothing listens (a load balancer that cannot hairpin);
+    // the CA dials the sidecar.
+    let dead = free_addr().await.port().to_string();
+    let dns = pebble.dns().to_string();
+    let extra = [
+        "--acme-resolver",
+        &dns,
+        "--acme-self-check-tls-port",
+        &dead,
+        "--acme-self-check-timeout",
+        "3s",
+    ];
+    let store = tempfile::tempdir().unwrap();
+    let args = proxy_args(
+        &app.addr().to_string(),
+        &acme_args(&pebble, &store, &NAMES[..1], &extra),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let proxy = TestProxy::start_unready_on(tls, None, &strs(&args)).await;
+    wait_issued(&proxy).await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "not before the timeout"
+    );
+    assert!(
+        proxy
+            .metric(SELF_CHECK_FAILURES, &[("reason", "connect")])
+            .await
+            >= 2.0
+    );
+    assert_eq!(pebble.challenges_submitted(), 1);
+    echo_as(&pebble, proxy.addr, NAMES[0]).await;
+}
+
+#[tokio::test]
+async fn skip_self_check_submits_at_once() {
+    let app = EchoServer::start_tcp().await;
+    let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let pebble = pebble_on(&tls).await;
+    let dead = free_addr().await.port().to_string();
+    let extra = [
+        "--acme-skip-self-check",
+        "--acme-self-check-tls-port",
+        &dead,
+    ];
+    let store = tempfile::tempdir().unwrap();
+    let args = proxy_args(
+        &app.addr().to_string(),
+        &acme_args(&pebble, &store, &NAMES[..1], &extra),
+    )
+    .await;
+    let proxy = TestProxy::start_unready_on(tls, None, &strs(&args)).await;
+    tokio::time::timeout(ISSUE_TIMEOUT, wait_issued(&proxy))
+        .await
+        .unwrap();
+    assert_eq!(
+        proxy.metric(SELF_CHECK_FAILURES, &[]).await,
+        0.0,
+        "nothing dialled"
+    );
+    assert_eq!(pebble.challenges_submitted(), 1);
 }

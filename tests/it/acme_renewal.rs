@@ -125,6 +125,9 @@ async fn with_an_empty_store_and_no_ca_it_stays_unready_and_says_why() {
     let (status, body) = http_get(sidecar.admin, "/readyz").await.unwrap();
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("no valid certificate"), "{body}");
+    // Started all the same: the startup probe must never wait for a CA.
+    let (status, body) = http_get(sidecar.admin, "/startupz").await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "started\n"));
 }
 
 #[tokio::test]

@@ -15,15 +15,18 @@ mod outcome;
 use super::cert_info::CertInfo;
 use super::config::AcmeConfig;
 use super::lock;
-use super::order::{self, OrderError};
+use super::order::{self, OrderError, Validation};
 use super::schedule;
+use super::self_check::SelfCheck;
 use super::store::{AcmeStore, RenewalState, StoredCert};
 use crate::certs::{Publisher, load_pair};
 use crate::clock::epoch_seconds;
+use crate::http::health::AcmeAnswering;
 use crate::metrics::Metrics;
 use crate::tls;
 
-/// Upper bound on one order, from account to downloaded certificate.
+/// Upper bound on one order, from account to downloaded certificate, besides the self-check
+/// (bounded by `--acme-self-check-timeout`).
 const ORDER_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// Keeps one ACME certificate valid and published.
@@ -39,6 +42,11 @@ pub struct Manager {
     current: Option<CertInfo>,
     /// Renewal information for the current certificate: (renew at, ask again at).
     ari: Option<(i64, i64)>,
+    /// Set while the store holds the answers of an order in flight (readiness without a
+    /// certificate).
+    answering: Arc<AcmeAnswering>,
+    /// Dials our names before the CA is asked to validate them.
+    self_check: SelfCheck,
 }
 
 impl Manager {
@@ -55,6 +63,11 @@ impl Manager {
             std::process::id(),
             epoch_seconds(SystemTime::now())
         );
+        let self_check = SelfCheck::new(
+            config.self_check.clone(),
+            config.challenge,
+            Arc::clone(&metrics),
+        );
         Self {
             config,
             store,
@@ -64,7 +77,15 @@ impl Manager {
             account: None,
             current: None,
             ari: None,
+            answering: Arc::default(),
+            self_check,
         }
+    }
+
+    /// Reports through `answering` whether the store holds the answers of an order in flight.
+    pub fn with_answering(mut self, answering: Arc<AcmeAnswering>) -> Self {
+        self.answering = answering;
+        self
     }
 
     /// Runs until `stop`.
@@ -95,6 +116,7 @@ impl Manager {
                 return poll;
             }
         };
+        self.note_answering(&state).await;
         let now = epoch_seconds(SystemTime::now());
         let due = self.due(&state, now).await;
         self.metrics.acme.next_renewal.set(due as f64);
@@ -132,6 +154,18 @@ impl Manager {
         Duration::ZERO
     }
 
+    /// Whether another replica's order in flight has its answers in the store, which this
+    /// replica's responder serves: then it is ready without a certificate.
+    async fn note_answering(&self, state: &RenewalState) {
+        let answering = state.pending.is_some()
+            && self
+                .store
+                .load_challenges()
+                .await
+                .is_ok_and(|answers| !answers.is_empty());
+        self.answering.set(answering);
+    }
+
     /// Holding the lock: re-check (another replica may just have finished), then order.
     async fn order_locked(&mut self) {
         let state = match (self.load_stored().await, self.store.load_state().await) {
@@ -152,8 +186,9 @@ impl Manager {
             state.replaced = Some(id.to_string());
         }
         info!(acme.names = ?self.config.domains, renewal = self.current.is_some(), "ordering a certificate");
+        let limit = ORDER_TIMEOUT.saturating_add(self.config.self_check.timeout);
         let ordered = self.order(replaces, &mut state);
-        let result = match tokio::time::timeout(ORDER_TIMEOUT, ordered).await {
+        let result = match tokio::time::timeout(limit, ordered).await {
             Ok(result) => result,
             Err(_) => Err(OrderError::Timeout { retry_after: None }),
         };
@@ -166,6 +201,7 @@ impl Manager {
         if let Err(err) = self.store.save_challenges(&[]).await {
             debug!(error = %err, "cannot clear the pending challenges");
         }
+        self.answering.set(false);
     }
 
     async fn order(
@@ -175,12 +211,17 @@ impl Manager {
     ) -> Result<StoredCert, OrderError> {
         let account = self.account().await?;
         let store = Arc::clone(&self.store);
+        let validation = Validation {
+            answering: &self.answering,
+            self_check: &self.self_check,
+        };
         match order::order(
             &account,
             &self.config,
             store.as_ref(),
             state,
             replaces.clone(),
+            &validation,
         )
         .await
         {
@@ -190,7 +231,19 @@ impl Manager {
                 state.pending = None;
                 self.store.save_account(b"").await?;
                 let account = self.account().await?;
-                order::order(&account, &self.config, store.as_ref(), state, replaces).await
+                let validation = Validation {
+                    answering: &self.answering,
+                    self_check: &self.self_check,
+                };
+                order::order(
+                    &account,
+                    &self.config,
+                    store.as_ref(),
+                    state,
+                    replaces,
+                    &validation,
+                )
+                .await
             }
             other => other,
         }

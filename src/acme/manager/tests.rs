@@ -113,6 +113,13 @@ async fn setup(window: (i64, i64)) -> Setup {
         renew_before: None,
         poll_interval: Duration::from_secs(1),
         backoff_base: Duration::from_secs(60),
+        self_check: crate::acme::SelfCheckConfig {
+            skip: true,
+            timeout: Duration::from_secs(300),
+            resolver: None,
+            tls_port: 443,
+            http_port: 80,
+        },
     };
     let store = DirStore::open(root.path(), &config.directory, &config.domains).unwrap();
     let metrics = Arc::new(Metrics::new());

@@ -8,12 +8,16 @@
 //! - `api_access`: `--cert-secret` and `--acme-store secret:` under the chart's Role.
 //! - `contract`: `scripts/cluster` without a usable Go says how to install it.
 //! - `realness`: the cluster refuses, routes, isolates and terminates as Kubernetes does.
+//! - `webhook_acme`: the ACME example's first certificate behind its LoadBalancer (issue 14).
+//! - `webhook_rollout`: a rollout restart under load fails no connection (acceptance 3).
 
 mod api_access;
 mod contract;
 mod install;
 mod realness;
 mod rotation;
+mod webhook_acme;
+mod webhook_rollout;
 
 use crate::support::cluster::{SIDECAR_IMAGE, yaml_string};
 

@@ -31,7 +31,8 @@ pub const ISSUE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The sidecar's orders counter.
 pub const ORDERS: &str = "wss_sidecar_acme_orders_total";
 
-/// `--acme-*` flags for `names` from `pebble`, the state in `store`, then `extra`.
+/// `--acme-*` flags for `names` from `pebble`, the state in `store`, the self-check pointed at
+/// what Pebble dials ([`self_check_args`], unless `extra` has self-check flags), then `extra`.
 pub fn acme_args(pebble: &Pebble, store: &TempDir, names: &[&str], extra: &[&str]) -> Vec<String> {
     let mut args = vec![
         "--acme-directory".to_string(),
@@ -45,6 +46,13 @@ pub fn acme_args(pebble: &Pebble, store: &TempDir, names: &[&str], extra: &[&str
         "--acme-poll-interval".into(),
         "200ms".into(),
     ];
+    // A test that sets any self-check flag sets all it needs itself.
+    if !extra
+        .iter()
+        .any(|f| f.starts_with("--acme-self-check") || f.starts_with("--acme-resolver"))
+    {
+        args.extend(self_check_args(pebble));
+    }
     for name in names {
         args.extend(["--acme-domain".to_string(), name.to_string()]);
     }
@@ -52,16 +60,38 @@ pub fn acme_args(pebble: &Pebble, store: &TempDir, names: &[&str], extra: &[&str
     args
 }
 
-/// Waits until the proxy is ready, with a generous timeout for issuance.
+/// The self-check dials what Pebble dials: its DNS, its validation ports.
+pub fn self_check_args(pebble: &Pebble) -> Vec<String> {
+    vec![
+        "--acme-resolver".into(),
+        pebble.dns().to_string(),
+        "--acme-self-check-tls-port".into(),
+        pebble.tls_port.to_string(),
+        "--acme-self-check-http-port".into(),
+        pebble.http_port.to_string(),
+    ]
+}
+
+/// `/readyz` without a certificate while an ACME challenge is being answered.
+pub const READY_SOLVING: &str = "ready: answering an ACME challenge, no certificate yet\n";
+
+/// `/readyz` with a certificate loaded (not merely answering a challenge).
+pub const READY_WITH_CERT: &str = "ready\n";
+
+/// Waits until the proxy is ready with a certificate, with a generous timeout for issuance.
 pub async fn wait_issued(proxy: &TestProxy) {
-    let admin = proxy.admin;
+    wait_ready_with_cert(proxy.admin).await;
+}
+
+/// Waits until the admin endpoint at `admin` says ready with a certificate loaded.
+pub async fn wait_ready_with_cert(admin: SocketAddr) {
     wait_until(
         "the ACME certificate is issued and /readyz is 200",
         ISSUE_TIMEOUT,
         || async move {
             http_get(admin, "/readyz")
                 .await
-                .is_ok_and(|(status, _)| status == 200)
+                .is_ok_and(|(status, body)| status == 200 && body == READY_WITH_CERT)
         },
     )
     .await;
@@ -222,6 +252,7 @@ impl SecretStoreCluster {
             "--acme-email".into(),
             "ops@acme.test".into(),
         ];
+        args.extend(self_check_args(&self.pebble));
         args.extend(extra.iter().map(|s| s.to_string()));
         for name in NAMES {
             args.extend(["--acme-domain".to_string(), name.to_string()]);
@@ -282,13 +313,8 @@ impl SecretStoreCluster {
     }
 }
 
-/// Waits until `replica` is ready (issuance may take a while on a loaded machine).
+/// Waits until `replica` is ready with the certificate (issuance may take a while on a loaded
+/// machine).
 pub async fn wait_ready(replica: &Sidecar) {
-    let admin = replica.admin;
-    wait_until("the replica is ready", ISSUE_TIMEOUT, || async move {
-        http_get(admin, "/readyz")
-            .await
-            .is_ok_and(|(s, _)| s == 200)
-    })
-    .await;
+    wait_ready_with_cert(replica.admin).await;
 }

@@ -37,6 +37,10 @@ pub struct Pebble {
     pub directory: String,
     /// `--acme-ca-root` for the sidecar: the root of Pebble's own HTTPS certificate.
     pub ca_root: PathBuf,
+    /// The port Pebble's TLS-ALPN-01 validation dials (`--acme-self-check-tls-port`).
+    pub tls_port: u16,
+    /// The port Pebble's HTTP-01 validation dials (`--acme-self-check-http-port`).
+    pub http_port: u16,
     ca: TestCa,
     listen: SocketAddr,
     management: SocketAddr,
@@ -54,8 +58,9 @@ impl Pebble {
         Pebble::start_on("127.0.0.1", options).await
     }
 
-    /// Like [`Pebble::start`] with Pebble's ACME directory listening on `ip` (and its HTTPS
-    /// certificate naming it): the cluster's pods reach it at the Node's bridge address.
+    /// Like [`Pebble::start`] with Pebble's ACME directory and its DNS server listening on `ip`
+    /// (and its HTTPS certificate naming it): the cluster's pods reach them at the Node's
+    /// bridge address.
     pub async fn start_on(ip: &str, options: PebbleOptions) -> Pebble {
         for program in ["pebble", "pebble-challtestsrv"] {
             assert!(
@@ -74,10 +79,12 @@ impl Pebble {
         std::fs::write(&ca_root, ca.cert_pem()).expect("write root");
         std::fs::write(dir.path().join("cert.pem"), &pair.cert_pem).expect("write cert");
         std::fs::write(dir.path().join("key.pem"), &pair.key_pem).expect("write key");
+        // The DNS server listens on `ip` too: a sidecar in a pod resolves through it
+        // (`--acme-resolver`) for its self-check, as the CA does.
         let (listen, management, dns, dns_management) = (
             free_addr_on(ip).await,
             free_addr().await,
-            free_addr().await,
+            free_addr_on(ip).await,
             free_addr().await,
         );
         let config = dir.path().join("pebble.json");
@@ -124,6 +131,8 @@ impl Pebble {
         let mut pebble = Pebble {
             directory: format!("https://{listen}/dir"),
             ca_root,
+            tls_port: options.tls_port,
+            http_port: options.http_port,
             ca,
             listen,
             management,
@@ -151,6 +160,16 @@ impl Pebble {
         self.pebble = Some(spawn("pebble", &mut command));
         wait_listening("pebble", self.listen).await;
         wait_listening("pebble management", self.management).await;
+    }
+
+    /// The DNS server Pebble validates with (`--acme-resolver`, for the self-check).
+    pub fn dns(&self) -> SocketAddr {
+        self.dns
+    }
+
+    /// How many challenges the sidecar submitted (`POST /chalZ/…`) since Pebble's last start.
+    pub fn challenges_submitted(&self) -> usize {
+        self.requests_logged("POST /chalZ/")
     }
 
     /// Stops Pebble (the DNS server keeps running); the sidecar sees connections refused.
