@@ -19,8 +19,8 @@ pub(crate) mod lock;
 pub(crate) mod manager;
 pub(crate) mod order;
 pub(crate) mod schedule;
-pub(crate) mod self_check;
 pub(crate) mod secret_store;
+pub(crate) mod self_check;
 pub mod store;
 
 pub use challenge::ChallengeResponder;

@@ -12,6 +12,7 @@ use super::ConfigError;
 use super::cli::LogArgs;
 use super::proxy::{ProxyArgs, proxy_command};
 use crate::injector::annotations::check_defaults;
+use crate::injector::container::INJECTED_DEFAULTS;
 use crate::injector::{
     Config, ProxyFlags, ProxyLine, SelfManaged, ServingCert, SidecarMode, SidecarTemplate,
 };
@@ -180,8 +181,16 @@ impl InjectorArgs {
                 ("cpu", self.sidecar_cpu_limit),
                 ("memory", self.sidecar_memory_limit),
             ]),
-            defaults: self.sidecar_defaults,
+            // The injector's own defaults first: a `--sidecar-default` of the same flag, then an
+            // annotation, replaces them (later entries win in `sidecar_args`).
+            defaults: INJECTED_DEFAULTS
+                .iter()
+                .map(|(f, v)| (f.to_string(), v.to_string()))
+                .chain(self.sidecar_defaults)
+                .collect(),
             flags,
+            // Until the server's version says otherwise (`injector::version`).
+            prestop_sleep: true,
         };
         Ok(Config {
             listen: self.listen,
@@ -217,6 +226,8 @@ pub fn proxy_flags() -> &'static ProxyFlags {
                     None
                 },
                 acme_store: parsed.acme.acme_store,
+                lame_duck: parsed.lame_duck,
+                drain_timeout: parsed.drain_timeout,
             })
         })
     })

@@ -274,7 +274,12 @@ mod tests {
         );
         let (reason, ..) = task.await.unwrap();
         assert!(matches!(reason, CloseReason::IdleTimeout), "{reason:?}");
-        assert_eq!(start.elapsed().as_secs(), 110);
+        // Closed at 110 s; then the goodbye waits for the client's end, which this one never
+        // sends, for GOODBYE_TIMEOUT.
+        assert_eq!(
+            start.elapsed().as_secs(),
+            110 + canned::GOODBYE_TIMEOUT.as_secs()
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -309,8 +314,48 @@ mod tests {
         assert_eq!(up, 4, "bytes after the half-close still flowed");
         assert_eq!(
             start.elapsed().as_secs(),
-            50,
-            "activity at 20 s moved the deadline"
+            50 + canned::GOODBYE_TIMEOUT.as_secs(),
+            "activity at 20 s moved the deadline (then the goodbye waited for the client)"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_connection_reads_what_the_client_still_sends_until_its_end() {
+        let (mut client_far, mut client_near) = duplex(64 * 1024);
+        let (mut upstream_near, _upstream_far) = duplex(16);
+        let c = counters();
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        let start = Instant::now();
+        let task = tokio::spawn(async move {
+            let timeouts = Timeouts {
+                idle: None,
+                half_close: Duration::from_secs(60),
+            };
+            let outcome = forward(&mut client_near, &mut upstream_near, &c, timeouts, &stop).await;
+            (outcome, client_near)
+        });
+        // More than the upstream takes: the rest waits unread, as in a socket's receive buffer.
+        client_far.write_all(&[b'x'; 4096]).await.unwrap();
+        tokio::task::yield_now().await;
+        cancel.cancel();
+        let mut end = Vec::new();
+        client_far.read_to_end(&mut end).await.unwrap();
+        assert!(end.is_empty(), "the client sees the end");
+        client_far.write_all(b"late").await.unwrap();
+        client_far.shutdown().await.unwrap();
+        let ((reason, ..), mut client_near) = task.await.unwrap();
+        assert!(matches!(reason, CloseReason::Drain), "{reason:?}");
+        assert!(
+            start.elapsed() < canned::GOODBYE_TIMEOUT,
+            "it returned at the client's end, not at the timeout"
+        );
+        let mut rest = Vec::new();
+        client_near.read_to_end(&mut rest).await.unwrap();
+        assert!(
+            rest.is_empty(),
+            "every byte the client sent was read: {} left",
+            rest.len()
         );
     }
 }

@@ -25,8 +25,18 @@ pub const CERT_SECRET_VOLUME: &str = "wss-sidecar.io/cert-secret-volume";
 /// Sugar for `wss-sidecar.io/upstream: 127.0.0.1:PORT`.
 pub const UPSTREAM_PORT: &str = "wss-sidecar.io/upstream-port";
 
+/// `"false"`: app containers without a preStop get no `preStop: sleep` (see `inject`).
+pub const APP_PRESTOP: &str = "wss-sidecar.io/app-prestop";
+
 /// Keys the injector reads itself; everything else under [`PREFIX`] must be a proxy flag.
-const INJECTOR_KEYS: [&str; 5] = [INJECT, STATUS, CERT_SECRET_VOLUME, UPSTREAM_PORT, MOUNTS];
+const INJECTOR_KEYS: [&str; 6] = [
+    INJECT,
+    STATUS,
+    CERT_SECRET_VOLUME,
+    UPSTREAM_PORT,
+    MOUNTS,
+    APP_PRESTOP,
+];
 
 /// Where `cert-secret-volume` mounts the Secret (and so the `--cert-dir` it adds).
 pub const TLS_MOUNT_PATH: &str = "/var/run/wss-sidecar/tls";
@@ -162,7 +172,10 @@ pub fn sidecar_args(
         acme_store: (line.acme || store_set).then(|| store_set.then_some(line.acme_store)),
         admin_loopback: line.admin_loopback,
         api_flag: line.api_flag,
-        labels: values.into_iter().map(|(f, (label, _))| (f, label)).collect(),
+        labels: values
+            .into_iter()
+            .map(|(f, (label, _))| (f, label))
+            .collect(),
         args,
     })
 }

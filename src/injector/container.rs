@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, ObjectFieldSelector, Probe, ResourceRequirements, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector, Probe,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -40,10 +40,25 @@ pub const ADMIN_PORT_NAME: &str = "wss-admin";
 /// Prefixed like the others so it never clashes with an app's own `http` port.
 pub const HTTP_PORT_NAME: &str = "wss-http";
 
-/// The startup probe allows this long for a first certificate (an ACME order can take a minute
-/// or two) before the kubelet restarts the sidecar: period × threshold = 300 s.
-const STARTUP_PERIOD_SECONDS: i32 = 2;
-const STARTUP_FAILURE_THRESHOLD: i32 = 150;
+/// The startup probe (`/startupz`: listeners bound, certificate sources started) waits for a
+/// start, never for a CA: probed every second, so the app starts within about a second of the
+/// sidecar, and restarted after 30 s without binding its ports. (An ACME order runs while the
+/// pod is started; `/readyz` says when it has a certificate.)
+const STARTUP_PERIOD_SECONDS: i32 = 1;
+const STARTUP_FAILURE_THRESHOLD: i32 = 30;
+
+/// Where the image keeps the binary (Dockerfile), for the preStop `exec` (no shell in the image).
+pub const BINARY: &str = "/usr/local/bin/wss-sidecar";
+
+/// Proxy flags every injected sidecar gets unless `--sidecar-default` or an annotation sets them:
+/// a lame duck long enough for kube-proxy, load balancers and Ingress controllers to drop the
+/// endpoint, a drain inside the default 30 s grace period together with it, and redirects to
+/// the Service's public port.
+pub const INJECTED_DEFAULTS: [(&str, &str); 3] = [
+    ("drain-timeout", "15s"),
+    ("lame-duck", "10s"),
+    ("redirect-port", "443"),
+];
 
 /// What every injected container shares, from the injector's flags.
 #[derive(Debug, Clone)]
@@ -64,6 +79,8 @@ pub struct SidecarTemplate {
     pub defaults: Vec<(String, String)>,
     /// The proxy's flags, which annotations are checked against.
     pub flags: &'static ProxyFlags,
+    /// The API server knows the `preStop: sleep` action (1.30+): app containers get one.
+    pub prestop_sleep: bool,
 }
 
 impl SidecarTemplate {
@@ -91,10 +108,30 @@ impl SidecarTemplate {
             env: Some(vec![
                 field_env("POD_NAMESPACE", "metadata.namespace"),
                 field_env("POD_NAME", "metadata.name"),
+                // Events name the pod by uid too: `kubectl describe pod` lists only events whose
+                // `regarding.uid` is the pod's.
+                field_env("POD_UID", "metadata.uid"),
             ]),
             ports: Some(ports),
             restart_policy: native.then(|| "Always".into()),
-            startup_probe: native.then(|| probe("/readyz")).flatten().map(|p| Probe {
+            // In native mode every container's preStop starts at once when the pod is deleted,
+            // and the sidecar gets SIGTERM only after the app has exited
+            // (pkg/kubelet/kuberuntime/kuberuntime_termination_order.go): the hook starts the
+            // lame duck then. Without an admin port, SIGTERM starts it. `exec`: no shell needed.
+            lifecycle: args.admin_port.map(|port| Lifecycle {
+                pre_stop: Some(LifecycleHandler {
+                    exec: Some(ExecAction {
+                        command: Some(vec![
+                            BINARY.into(),
+                            "lame-duck".into(),
+                            format!("--admin=127.0.0.1:{port}"),
+                        ]),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            startup_probe: native.then(|| probe("/startupz")).flatten().map(|p| Probe {
                 period_seconds: Some(STARTUP_PERIOD_SECONDS),
                 failure_threshold: Some(STARTUP_FAILURE_THRESHOLD),
                 ..p

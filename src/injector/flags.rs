@@ -40,6 +40,10 @@ pub struct ProxyLine {
     /// The flag that makes the sidecar call the Kubernetes API, as the proxy decides it
     /// (`ProxyConfig::kubernetes_flag`), without its `--`.
     pub api_flag: Option<&'static str>,
+    /// `--lame-duck`: how long the sidecar stays not ready but accepting once told to stop.
+    pub lame_duck: std::time::Duration,
+    /// `--drain-timeout`: how long, after the lame duck, live connections may finish.
+    pub drain_timeout: std::time::Duration,
 }
 
 /// Reads a [`ProxyLine`] from a line clap has parsed.

@@ -1,10 +1,11 @@
 //! The decision for one pod: skip it, deny it, or the patch that adds the sidecar.
 
 use k8s_openapi::api::core::v1::Pod;
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::annotations::{self, Denial, INJECT, STATUS};
+use super::annotations::{self, APP_PRESTOP, Denial, INJECT, PREFIX, STATUS};
 use super::container::{CONTAINER_NAME, SidecarMode, SidecarTemplate, volumes};
+use super::flags::ProxyLine;
 use super::patch::PatchBuilder;
 
 /// Namespaces the injector never touches, whatever their pods say: the cluster's own.
@@ -12,6 +13,10 @@ pub const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-no
 
 /// The value of [`STATUS`] on an injected pod.
 pub const INJECTED: &str = "injected";
+
+/// The pod's grace period when it sets none (`DefaultTerminationGracePeriodSeconds`,
+/// k8s.io/api core/v1/types.go).
+const DEFAULT_GRACE_SECONDS: i64 = 30;
 
 /// What to do with a pod.
 #[derive(Debug)]
@@ -52,6 +57,7 @@ pub fn inject(pod: &Pod, namespace: &str, template: &SidecarTemplate) -> Result<
     }
 
     let args = annotations::sidecar_args(&annotations, &template.defaults, template.flags)?;
+    let stop = stop_plan(pod, &args.args, template)?;
     let container = to_value(&template.container(&args))?;
     let mut patch = PatchBuilder::default();
     match template.mode {
@@ -62,6 +68,23 @@ pub fn inject(pod: &Pod, namespace: &str, template: &SidecarTemplate) -> Result<
         // Last, so `kubectl logs` and `exec` still default to the app.
         SidecarMode::Plain => {
             patch.add_to_list(&["spec", "containers"], true, false, vec![container]);
+        }
+    }
+    if let (Some(seconds), Some(spec)) = (stop.app_sleep, spec) {
+        let sleep = json!({"sleep": {"seconds": seconds}});
+        for (i, app) in spec.containers.iter().enumerate() {
+            let index = i.to_string();
+            match &app.lifecycle {
+                Some(lifecycle) if lifecycle.pre_stop.is_some() => {}
+                Some(_) => patch.add(
+                    &["spec", "containers", &index, "lifecycle", "preStop"],
+                    sleep.clone(),
+                ),
+                None => patch.add(
+                    &["spec", "containers", &index, "lifecycle"],
+                    json!({"preStop": sleep}),
+                ),
+            }
         }
     }
     let volumes = volumes(&args)
@@ -79,6 +102,91 @@ pub fn inject(pod: &Pod, namespace: &str, template: &SidecarTemplate) -> Result<
     Ok(match patch.finish() {
         Some(patch) => Outcome::Patched(patch),
         None => Outcome::Skipped("nothing to add"),
+    })
+}
+
+/// The admission warnings about how the injected pod stops: a grace period shorter than the
+/// sidecar's lame duck and drain, or no app `preStop: sleep` on a server older than 1.30.
+/// Empty for a pod `inject` skips or denies.
+pub fn stop_warnings(pod: &Pod, template: &SidecarTemplate) -> Vec<String> {
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    let Ok(args) = annotations::sidecar_args(&annotations, &template.defaults, template.flags)
+    else {
+        return Vec::new();
+    };
+    stop_plan(pod, &args.args, template)
+        .map(|plan| plan.warnings)
+        .unwrap_or_default()
+}
+
+/// How the injected pod stops.
+struct StopPlan {
+    /// The `preStop: sleep` seconds for app containers without a preStop, if any.
+    app_sleep: Option<i64>,
+    /// What to tell the user about it.
+    warnings: Vec<String>,
+}
+
+/// The app must outlive the sidecar's lame duck and drain: while it drains, the sidecar still
+/// forwards to the app, so an app that exits first turns new and live connections into 502s
+/// and resets. In native mode the app gets SIGTERM when its own preStop ends, the sidecar only
+/// once every app container has exited (pkg/kubelet/kuberuntime/
+/// kuberuntime_termination_order.go); so the app sleeps `lame-duck + drain-timeout` first.
+fn stop_plan(pod: &Pod, args: &[String], template: &SidecarTemplate) -> Result<StopPlan, Denial> {
+    let line: ProxyLine = template
+        .flags
+        .read_line(args.get(1..).unwrap_or_default())
+        .map_err(|why| Denial(format!("the {PREFIX}* annotations do not combine: {why}")))?;
+    let wanted = match pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(APP_PRESTOP))
+        .map(String::as_str)
+    {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(other) => {
+            return Err(Denial(format!(
+                "{APP_PRESTOP}: expected \"true\" or \"false\", got {other:?}"
+            )));
+        }
+    };
+    let stop = line.lame_duck + line.drain_timeout;
+    let seconds = i64::try_from(stop.as_secs())
+        .unwrap_or(i64::MAX)
+        .saturating_add(i64::from(stop.subsec_nanos() > 0));
+    let spec = pod.spec.as_ref();
+    let grace = spec
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(DEFAULT_GRACE_SECONDS);
+    let needs_sleep = spec.is_some_and(|s| {
+        s.containers.iter().any(|c| {
+            c.lifecycle
+                .as_ref()
+                .and_then(|l| l.pre_stop.as_ref())
+                .is_none()
+        })
+    });
+    let mut warnings = Vec::new();
+    if seconds > grace {
+        warnings.push(format!(
+            "terminationGracePeriodSeconds is {grace}, shorter than the sidecar's lame duck and \
+             drain ({seconds}s: --lame-duck + --drain-timeout): the kubelet kills the pod before \
+             connections finish; raise it or lower {PREFIX}lame-duck / {PREFIX}drain-timeout"
+        ));
+    }
+    let app_sleep = (wanted && needs_sleep && seconds > 0).then_some(seconds);
+    if app_sleep.is_some() && !template.prestop_sleep {
+        warnings.push(format!(
+            "the API server is older than 1.30 (no preStop sleep action): app containers without \
+             a preStop get none, and may exit before the sidecar's {seconds}s lame duck and \
+             drain end; give them a preStop, or set {APP_PRESTOP}: \"false\" to silence this"
+        ));
+    }
+    Ok(StopPlan {
+        app_sleep: app_sleep.filter(|_| template.prestop_sleep),
+        warnings,
     })
 }
 

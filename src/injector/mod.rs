@@ -34,7 +34,7 @@ use tracing::info;
 pub use config::{Config, SelfManaged, ServingCert};
 pub use container::{SidecarMode, SidecarTemplate};
 pub use flags::{ProxyFlags, ProxyLine};
-pub use inject::{Outcome, inject};
+pub use inject::{Outcome, inject, stop_warnings};
 
 use crate::certs::{CertStore, DirSource};
 use crate::http::Readiness;

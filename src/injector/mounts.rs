@@ -10,6 +10,9 @@ use super::annotations::{Denial, TLS_MOUNT_PATH};
 /// The annotation.
 pub const MOUNTS: &str = "wss-sidecar.io/mounts";
 
+/// Where the image keeps the binary: no mount may cover it.
+const BINARY_DIR: &str = "/usr/local/bin";
+
 /// What a mount shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountSource {
@@ -56,6 +59,12 @@ pub fn parse(value: &str) -> Result<Vec<Mount>, Denial> {
             }
         };
         let path = check_path(path).map_err(&deny)?;
+        // The image's binary (Dockerfile: COPY … /usr/local/bin/wss-sidecar).
+        if overlaps(&path, BINARY_DIR) {
+            return Err(deny(format!(
+                "{path} would hide {BINARY_DIR}, where the sidecar's binary is"
+            )));
+        }
         if overlaps(&path, TLS_MOUNT_PATH) {
             return Err(deny(format!(
                 "{path} clashes with {TLS_MOUNT_PATH}, where the injector mounts \
@@ -76,7 +85,11 @@ pub fn parse(value: &str) -> Result<Vec<Mount>, Denial> {
 /// Whether `path` is `dir` or inside it (by whole components).
 pub fn is_under(path: &str, dir: &str) -> bool {
     let dir = dir.trim_end_matches('/');
-    path == dir || path.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/')) || dir.is_empty()
+    path == dir
+        || path
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.starts_with('/'))
+        || dir.is_empty()
 }
 
 /// Whether one of `a` and `b` contains the other.
@@ -124,8 +137,9 @@ mod tests {
 
     #[test]
     fn entries_parse_in_order() {
-        let got = parse("secret:ca:/etc/wss/ca, configMap:roots:/etc/wss/roots/,volume:state:/data")
-            .unwrap();
+        let got =
+            parse("secret:ca:/etc/wss/ca, configMap:roots:/etc/wss/roots/,volume:state:/data")
+                .unwrap();
         assert_eq!(
             got,
             [
@@ -158,6 +172,7 @@ mod tests {
             "secret:ca:/var/run/wss-sidecar",
             "secret:ca:/var/run/wss-sidecar/tls/x",
             "secret:a:/x,configMap:b:/x/",
+            "configMap:a:/usr",
         ] {
             let err = parse(bad).unwrap_err().0;
             assert!(err.starts_with(MOUNTS), "{bad}: {err}");

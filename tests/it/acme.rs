@@ -1,8 +1,9 @@
 //! ACME against the real Pebble: TLS-ALPN-01 on the wss port (acceptance 1), HTTP-01 on
 //! `--http-listen` with redirects (2), a restart that reuses the stored certificate (3),
 //! external account binding, bad ACME flags refused at start-up, and the self-check before
-//! the CA is asked to validate (issue 14): nothing submitted while our names do not answer,
-//! no stored back-off for it, submitted anyway after its timeout, and skipped on request.
+//! the CA is asked to validate (issue 14): nothing submitted while our names do not answer
+//! (no server there, or a stale answer), no stored back-off for it, submitted anyway after its
+//! timeout, and skipped on request.
 
 use std::time::Duration;
 
@@ -257,6 +258,20 @@ async fn no_challenge_is_submitted_while_dns_points_elsewhere_and_no_back_off_is
     assert_eq!((status, body.as_str()), (200, READY_SOLVING));
     assert_eq!(proxy.metric(ORDERS, &[("result", "failure")]).await, 0.0);
 
+    // Meanwhile the stored state holds the order in flight, and no failure nor back-off.
+    let state = std::fs::read_dir(store.path())
+        .unwrap()
+        .map(|d| d.unwrap().path().join("state.json"))
+        .find(|p| p.exists())
+        .expect("the renewal state with the pending order");
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(state).unwrap()).unwrap();
+    assert!(state["pending"].is_object(), "the order in flight: {state}");
+    assert_eq!(state["failures"], 0, "no failure stored: {state}");
+    assert!(
+        state["next_attempt"].is_null(),
+        "no back-off stored: {state}"
+    );
+
     // DNS fixed: within the longest retry (30 s) the certificate arrives, without a back-off.
     pebble.set_a(NAMES[0], "127.0.0.1").await;
     let fixed = std::time::Instant::now();
@@ -279,19 +294,6 @@ async fn no_challenge_is_submitted_while_dns_points_elsewhere_and_no_back_off_is
             .await,
         0.0
     );
-    let state = std::fs::read_dir(store.path())
-        .unwrap()
-        .map(|d| d.unwrap().path().join("state.json"))
-        .find(|p| p.exists());
-    if let Some(state) = state {
-        let state: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(state).unwrap()).unwrap();
-        assert_eq!(state["failures"], 0, "no failure stored: {state}");
-        assert!(
-            state["next_attempt"].is_null(),
-            "no back-off stored: {state}"
-        );
-    }
     echo_as(&pebble, proxy.addr, NAMES[0]).await;
 }
 
@@ -362,4 +364,77 @@ async fn skip_self_check_submits_at_once() {
         "nothing dialled"
     );
     assert_eq!(pebble.challenges_submitted(), 1);
+}
+
+#[tokio::test]
+async fn a_stale_answer_at_the_address_is_not_submitted() {
+    let app = EchoServer::start_tcp().await;
+    let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = tls.local_addr().unwrap().port();
+    let pebble = pebble_on(&tls).await;
+    // Another server answers acme-tls/1 for the name, with someone else's key authorization
+    // (an old order's pod, another deployment behind the same address).
+    let Ok(stranger) = TcpListener::bind(("127.0.0.2", port)).await else {
+        panic!("127.0.0.2:{port} is taken");
+    };
+    tokio::spawn(serve_stale_answer(stranger, NAMES[0]));
+    pebble.set_a(NAMES[0], "127.0.0.2").await;
+    let store = tempfile::tempdir().unwrap();
+    let args = proxy_args(
+        &app.addr().to_string(),
+        &acme_args(&pebble, &store, &NAMES[..1], &[]),
+    )
+    .await;
+    let proxy = TestProxy::start_unready_on(tls, None, &strs(&args)).await;
+    proxy
+        .wait_for_metric_at_least(SELF_CHECK_FAILURES, &[("reason", "wrong_answer")], 2.0)
+        .await;
+    assert_eq!(
+        pebble.challenges_submitted(),
+        0,
+        "the wrong answer is not submitted"
+    );
+
+    pebble.set_a(NAMES[0], "127.0.0.1").await;
+    wait_issued(&proxy).await;
+    assert_eq!(pebble.challenges_submitted(), 1);
+    assert_eq!(proxy.metric(ORDERS, &[("result", "failure")]).await, 0.0);
+}
+
+/// Serves an RFC 8737 challenge certificate for `name` with a key authorization not ours.
+async fn serve_stale_answer(listener: TcpListener, name: &'static str) {
+    use rustls::server::{ClientHello, ResolvesServerCert};
+    use rustls::sign::CertifiedKey;
+    use std::sync::Arc;
+
+    #[derive(Debug)]
+    struct Fixed(Arc<CertifiedKey>);
+    impl ResolvesServerCert for Fixed {
+        fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+            Some(Arc::clone(&self.0))
+        }
+    }
+
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"stale.thumbprint");
+    let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest.as_ref())];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let der = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let signing = provider.key_provider.load_private_key(der).unwrap();
+    let certified = Arc::new(CertifiedKey::new(vec![cert.der().clone()], signing));
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Fixed(certified)));
+    config.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    while let Ok((tcp, _)) = listener.accept().await {
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let _ = acceptor.accept(tcp).await;
+        });
+    }
 }

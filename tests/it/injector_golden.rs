@@ -184,8 +184,9 @@ fn patched_pods_hold_a_locked_down_sidecar_in_the_right_place() {
         } else {
             let first = spec["initContainers"][0].clone();
             assert_eq!(first["restartPolicy"], "Always", "{name}");
+            // Started, not ready: the app is never held back by a CA.
             assert_eq!(
-                first["startupProbe"]["httpGet"]["path"], "/readyz",
+                first["startupProbe"]["httpGet"]["path"], "/startupz",
                 "{name}"
             );
             first
@@ -227,12 +228,89 @@ fn patched_pods_hold_a_locked_down_sidecar_in_the_right_place() {
                 "{name}: subPath mounts never update"
             );
         }
-        // Everything the pod had is still there.
-        for container in pod["spec"]["containers"].as_array().unwrap() {
-            assert!(
-                spec["containers"].as_array().unwrap().contains(container),
+        let env: Vec<(&str, &str)> = sidecar["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let field = e["valueFrom"]["fieldRef"]["fieldPath"]
+                    .as_str()
+                    .unwrap_or("");
+                (e["name"].as_str().unwrap(), field)
+            })
+            .collect();
+        assert!(
+            env.contains(&("POD_UID", "metadata.uid")),
+            "{name}: {env:?}"
+        );
+        // The sidecar's preStop starts its lame duck (exec: the image has no shell), on the
+        // admin port it serves; without an admin port, SIGTERM starts it.
+        let args: Vec<&str> = sidecar["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let admin = sidecar["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "wss-admin")
+            .map(|p| p["containerPort"].as_u64().unwrap());
+        match admin {
+            Some(port) => assert_eq!(
+                sidecar["lifecycle"]["preStop"]["exec"]["command"],
+                json!([
+                    "/usr/local/bin/wss-sidecar",
+                    "lame-duck",
+                    format!("--admin=127.0.0.1:{port}")
+                ]),
                 "{name}"
+            ),
+            None => assert!(sidecar.get("lifecycle").is_none(), "{name}"),
+        }
+        // The injected defaults, unless an annotation sets the flag.
+        let annotations = &pod["metadata"]["annotations"];
+        let seconds = |flag: &str, default: u64| -> u64 {
+            let value = annotations[format!("{PREFIX}{flag}")].as_str();
+            let value = value.map_or(default, |v| v.trim_end_matches('s').parse().unwrap());
+            assert!(
+                args.contains(&format!("--{flag}={value}s").as_str()),
+                "{name}: {args:?}"
             );
+            value
+        };
+        let stop = seconds("lame-duck", 10) + seconds("drain-timeout", 15);
+        let redirect = annotations[format!("{PREFIX}redirect-port")]
+            .as_str()
+            .unwrap_or("443");
+        assert!(
+            args.contains(&format!("--redirect-port={redirect}").as_str()),
+            "{name}"
+        );
+        // Every app container is still there; one without a preStop now sleeps through the
+        // sidecar's lame duck and drain first (unless opted out).
+        let opted_out = annotations[format!("{PREFIX}app-prestop")] == "false";
+        for (i, container) in pod["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
+            let mut after = spec["containers"][i].clone();
+            if container["lifecycle"]["preStop"].is_null() && !opted_out {
+                let added = after["lifecycle"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("preStop")
+                    .unwrap();
+                assert_eq!(added, json!({"sleep": {"seconds": stop}}), "{name}");
+                if container.get("lifecycle").is_none() {
+                    assert_eq!(after["lifecycle"], json!({}), "{name}");
+                    after.as_object_mut().unwrap().remove("lifecycle");
+                }
+            }
+            assert_eq!(&after, container, "{name}: app container {i}");
         }
     }
     assert!(patched_cases >= 4, "only {patched_cases} patched cases");

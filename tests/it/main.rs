@@ -16,6 +16,7 @@ mod forwarded_headers;
 mod forwarding;
 mod injector_examples;
 mod injector_golden;
+mod injector_refusals;
 mod injector_selfcert;
 mod injector_webhook;
 mod k8s_client;

@@ -82,6 +82,32 @@ async fn an_unreachable_upstream_gets_a_502_and_the_next_client_succeeds_once_it
     );
 }
 
+/// `--upstream` keeps its name: the sidecar starts while the name does not resolve (DNS not
+/// ready yet), each client that arrives then gets a 502 counted as `dns`, and a name that does
+/// resolve is looked up when a client connects.
+#[tokio::test]
+async fn an_upstream_name_that_does_not_resolve_fails_each_connect_not_the_start() {
+    let served = Served::start("app.no-such-namespace.invalid:8080", &[]).await;
+    let url = format!("wss://{APP_NAME}:{}/ws", served.proxy.addr.port());
+    for attempt in 1..=2 {
+        assert_upgrade_gets_502(&served, url.clone()).await;
+        served
+            .proxy
+            .wait_for_metric(
+                "wss_sidecar_upstream_connect_failures_total",
+                &[("reason", "dns")],
+                f64::from(attempt),
+            )
+            .await;
+    }
+    served.proxy.wait_for_metric(OPEN, &[], 0.0).await;
+
+    let app = EchoServer::start_tcp().await;
+    let by_name = Served::start(&format!("localhost:{}", app.addr().port()), &[]).await;
+    assert_served_again(&by_name, "by name").await;
+    assert_eq!(app.connections_accepted(), 1);
+}
+
 #[tokio::test]
 async fn an_unreachable_unix_socket_upstream_gets_a_502() {
     let sockets = tempfile::tempdir().expect("tempdir");

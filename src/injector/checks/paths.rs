@@ -99,11 +99,23 @@ fn check_store(volumes: &[Volume], args: &SidecarArgs) -> Result<(), Denial> {
     let per_pod = volume.and_then(|v| {
         let kinds = [
             ("an emptyDir, which is per pod", v.empty_dir.is_some()),
-            ("an ephemeral volume, which is per pod", v.ephemeral.is_some()),
+            (
+                "an ephemeral volume, which is per pod",
+                v.ephemeral.is_some(),
+            ),
             ("a Secret volume, which is read-only", v.secret.is_some()),
-            ("a ConfigMap volume, which is read-only", v.config_map.is_some()),
-            ("a projected volume, which is read-only", v.projected.is_some()),
-            ("a downwardAPI volume, which is read-only", v.downward_api.is_some()),
+            (
+                "a ConfigMap volume, which is read-only",
+                v.config_map.is_some(),
+            ),
+            (
+                "a projected volume, which is read-only",
+                v.projected.is_some(),
+            ),
+            (
+                "a downwardAPI volume, which is read-only",
+                v.downward_api.is_some(),
+            ),
         ];
         kinds.into_iter().find_map(|(what, is)| is.then_some(what))
     });

@@ -36,7 +36,10 @@ pub(super) fn check(spec: &PodSpec, args: &SidecarArgs) -> Result<Vec<String>, D
         .chain(&spec.containers);
     for container in containers {
         for port in container.ports.iter().flatten() {
-            let shown = port.name.as_deref().map_or(String::new(), |n| format!(" ({n})"));
+            let shown = port
+                .name
+                .as_deref()
+                .map_or(String::new(), |n| format!(" ({n})"));
             if let Some(name) = port.name.as_deref()
                 && [PORT_NAME, ADMIN_PORT_NAME, HTTP_PORT_NAME].contains(&name)
             {
@@ -66,8 +69,8 @@ pub(super) fn check(spec: &PodSpec, args: &SidecarArgs) -> Result<Vec<String>, D
         .filter(|(_, n, _)| *n < FIRST_UNPRIVILEGED_PORT)
         .map(|(_, n, flag)| {
             format!(
-                "{}: port {n} is privileged; the non-root sidecar binds it only if the runtime \
-                 sets net.ipv4.ip_unprivileged_port_start <= {n}",
+                "{}: port {n} is privileged: the non-root sidecar binds it only if \
+                 net.ipv4.ip_unprivileged_port_start <= {n}",
                 args.label(flag)
             )
         })

@@ -28,11 +28,25 @@ fn a_plain_pod_passes_without_warnings() {
 #[test]
 fn path_flags_come_from_the_clap_definition() {
     // Every PathBuf flag is checked, without a list of them here.
-    for flag in ["client-ca", "acme-ca-root", "acme-eab-hmac-key-file", "cert-dir"] {
+    for flag in [
+        "client-ca",
+        "acme-ca-root",
+        "acme-eab-hmac-key-file",
+        "cert-dir",
+    ] {
         let err = run(&[(flag, "/etc/app/x")], app()).unwrap_err().0;
-        assert!(err.starts_with(&format!("wss-sidecar.io/{flag}: ")), "{err}");
+        assert!(
+            err.starts_with(&format!("wss-sidecar.io/{flag}: ")),
+            "{err}"
+        );
     }
-    assert!(run(&[("client-ca", "/etc/ssl/certs/ca-certificates.crt")], app()).is_ok());
+    assert!(
+        run(
+            &[("client-ca", "/etc/ssl/certs/ca-certificates.crt")],
+            app()
+        )
+        .is_ok()
+    );
     let mounted = [
         ("client-ca", "/etc/wss/ca/ca.crt"),
         ("mounts", "secret:client-ca:/etc/wss/ca"),
@@ -48,5 +62,8 @@ fn path_flags_come_from_the_clap_definition() {
 fn privileged_ports_warn() {
     let warnings = run(&[("listen", "[::]:443")], app()).unwrap();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(warnings[0].starts_with("wss-sidecar.io/listen: port 443"), "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("wss-sidecar.io/listen: port 443"),
+        "{warnings:?}"
+    );
 }

@@ -84,9 +84,7 @@ async fn cert_secret_and_acme_secret_store_work_under_the_charts_role_without_a_
     let root = std::fs::read_to_string(&pebble.ca_root).expect("pebble root");
     let recorder = Recorder::start(NODE_IP).await;
     cluster.apply(ns, &pebble_root_config_map(&root)).await;
-    cluster
-        .apply(ns, &acme_pod(&pebble.directory, &recorder.url))
-        .await;
+    cluster.apply(ns, &acme_pod(&pebble, &recorder.url)).await;
     let pod = cluster
         .wait_json(Some(ns), &["pod", "chat"], POD_START, |p| {
             !str_at(p, "/status/podIP").is_empty()
@@ -95,14 +93,24 @@ async fn cert_secret_and_acme_secret_store_work_under_the_charts_role_without_a_
     let ip = pod_ip(&pod);
     pebble.set_a(ACME_NAME, &ip.to_string()).await;
     recorder.release("chat");
+    // Ready comes first (the pod answers the challenge), the certificate a moment later.
     cluster.wait_ready_pods(ns, "app=chat", 1).await;
-    let served = tls_connect(
-        SocketAddr::new(ip, 8443),
-        ACME_NAME,
-        any_certificate_config(),
-    )
-    .await
-    .expect("handshake with the ACME sidecar");
+    let deadline = tokio::time::Instant::now() + POD_START;
+    let served = loop {
+        let conn = tls_connect(
+            SocketAddr::new(ip, 8443),
+            ACME_NAME,
+            any_certificate_config(),
+        )
+        .await;
+        match conn {
+            Ok(served) => break served,
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(err) => panic!("no certificate from the ACME sidecar in {POD_START:?}: {err}"),
+        }
+    };
     assert_eq!(leaf_names(&peer_leaf(&served)), vec![ACME_NAME.to_string()]);
     let roots = pebble.issuer_roots().await;
     tls_connect(
@@ -166,7 +174,7 @@ fn pebble_root_config_map(root: &str) -> String {
     .to_string()
 }
 
-fn acme_pod(directory: &str, recorder: &str) -> String {
+fn acme_pod(pebble: &Pebble, recorder: &str) -> String {
     let hold = yaml_string(&format!(
         "until curl -fs {recorder}/hold/chat >/dev/null; do sleep 0.5; done"
     ));
@@ -184,7 +192,10 @@ fn acme_pod(directory: &str, recorder: &str) -> String {
         "chat",
         &[
             &format!("--acme-domain={ACME_NAME}"),
-            &format!("--acme-directory={directory}"),
+            &format!("--acme-directory={}", pebble.directory),
+            // The self-check resolves through Pebble's DNS and dials the port Pebble validates.
+            &format!("--acme-resolver={}", pebble.dns()),
+            "--acme-self-check-tls-port=8443",
             "--acme-ca-root=/pebble/root.pem",
             "--acme-store=secret:chat-acme",
             "--acme-email=ops@acme.test",

@@ -9,6 +9,7 @@
 //! - `contract`: `scripts/cluster` without a usable Go says how to install it.
 //! - `realness`: the cluster refuses, routes, isolates and terminates as Kubernetes does.
 //! - `webhook_acme`: the ACME example's first certificate behind its LoadBalancer (issue 14).
+//! - `webhook_refusals`: the apiserver relays the injector's refusals and warnings (issue 14).
 //! - `webhook_rollout`: a rollout restart under load fails no connection (acceptance 3).
 
 mod api_access;
@@ -17,6 +18,7 @@ mod install;
 mod realness;
 mod rotation;
 mod webhook_acme;
+mod webhook_refusals;
 mod webhook_rollout;
 
 use crate::support::cluster::{SIDECAR_IMAGE, yaml_string};

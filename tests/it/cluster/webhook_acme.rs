@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::cluster::{Cluster, NODE_IP, POD_START, pod_ip, ws_connect_retrying};
+use crate::support::cluster::{Cluster, NODE_IP, POD_START, pod_ip, str_at, ws_connect_retrying};
 use crate::support::pebble::{Pebble, PebbleOptions};
 use crate::support::proxy::Metrics;
 use crate::support::{assert_echo, client_config, http_get, install_crypto_provider, wait_until};
@@ -48,21 +48,35 @@ async fn first_certificate_behind_the_load_balancer_by_tls_alpn_01_and_http_01()
     let release = Release::install(&cluster).await;
     for challenge in [Challenge::TlsAlpn01, Challenge::Http01] {
         let pebble = pebble().await;
-        let ns = cluster.namespace("echo-acme").await;
+        let prefix = match challenge {
+            Challenge::TlsAlpn01 => "echo-acme-tls",
+            Challenge::Http01 => "echo-acme-http",
+        };
+        let ns = cluster.namespace(prefix).await;
+        let deployed = std::time::Instant::now();
         let ip = deploy(&cluster, &ns.name, &pebble, challenge).await;
         pebble.set_a(NAME, &ip.to_string()).await;
         let pods =
             serves_the_certificate(&cluster, &ns.name, &pebble, ip, Duration::from_secs(120)).await;
+        println!(
+            "{prefix}: certificate served {:?} after the apply",
+            deployed.elapsed()
+        );
         assert_eq!(
             pebble.requests_logged("POST /order-plz"),
             1,
             "one order for both replicas"
         );
+        assert_eq!(
+            pebble.challenges_submitted(),
+            1,
+            "one challenge, submitted once"
+        );
         for pod in &pods {
             app_started_with_the_pod(pod);
         }
     }
-    release.uninstall().await;
+    drop(release);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -91,25 +105,23 @@ async fn dns_pointing_nowhere_submits_nothing_and_the_fix_needs_no_back_off() {
     )
     .await;
     assert_eq!(pebble.challenges_submitted(), 0, "no challenge submitted");
-    let logs = cluster
-        .kubectl_ok(&[
-            "logs",
-            "-n",
-            &ns.name,
-            "-l",
-            "app=echo-acme",
-            "-c",
-            "wss-sidecar",
-            "--tail=-1",
-        ])
-        .await;
+    let logs: String = pods
+        .iter()
+        .map(|p| {
+            let (name, uid) = (str_at(p, "/metadata/name"), str_at(p, "/metadata/uid"));
+            let log = cluster.container_log(&ns.name, name, uid, "wss-sidecar");
+            std::fs::read_to_string(&log).unwrap_or_default()
+        })
+        .collect();
     assert!(
         logs.contains("self-check failed") && logs.contains(NOWHERE),
         "the logs say why: {logs}"
     );
 
     pebble.set_a(NAME, &ip.to_string()).await;
+    let fixed = std::time::Instant::now();
     serves_the_certificate(&cluster, &ns.name, &pebble, ip, AFTER_FIX).await;
+    println!("certificate served {:?} after the DNS fix", fixed.elapsed());
     assert_eq!(
         pebble.challenges_submitted(),
         1,
@@ -121,7 +133,7 @@ async fn dns_pointing_nowhere_submits_nothing_and_the_fix_needs_no_back_off() {
         0.0,
         "no CA back-off"
     );
-    release.uninstall().await;
+    drop(release);
 }
 
 /// The same mechanics without the injector: two hand-written pods (the sidecar as a native
@@ -199,39 +211,55 @@ async fn pebble() -> Pebble {
     .await
 }
 
-/// The chart installed in a namespace of its own, uninstalled by [`Release::uninstall`].
-struct Release<'a> {
-    cluster: &'a Cluster,
+/// The chart installed in a namespace of its own; uninstalled when dropped, also when the test
+/// fails (the webhook, with failurePolicy Fail, is cluster-wide).
+struct Release {
+    helm: std::path::PathBuf,
+    kubeconfig: std::path::PathBuf,
     ns: crate::support::cluster::Namespace,
 }
 
-impl<'a> Release<'a> {
-    async fn install(cluster: &'a Cluster) -> Release<'a> {
+impl Release {
+    async fn install(cluster: &Cluster) -> Release {
         let ns = cluster.namespace("wss-system").await;
         let chart = cluster.root().join("helm/wss-sidecar");
         let timeout = format!("{}s", INSTALL.as_secs());
+        let release = Release {
+            helm: cluster.root().join("target/cluster/bin/helm"),
+            kubeconfig: cluster.kubeconfig(),
+            ns,
+        };
         cluster
             .helm_ok(&[
                 "install",
                 "wss-sidecar",
                 chart.to_str().expect("utf-8 path"),
                 "-n",
-                &ns.name,
+                &release.ns.name,
                 "--wait",
                 "--timeout",
                 &timeout,
             ])
             .await;
         cluster
-            .wait_ready_pods(&ns.name, "wss-sidecar.io/injector=true", 2)
+            .wait_ready_pods(&release.ns.name, "wss-sidecar.io/injector=true", 2)
             .await;
-        Release { cluster, ns }
+        release
     }
+}
 
-    async fn uninstall(self) {
-        self.cluster
-            .helm_ok(&["uninstall", "wss-sidecar", "-n", &self.ns.name, "--wait"])
-            .await;
+impl Drop for Release {
+    fn drop(&mut self) {
+        let status = std::process::Command::new(&self.helm)
+            .args(["uninstall", "wss-sidecar", "-n", &self.ns.name, "--wait"])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .status();
+        if !status.as_ref().is_ok_and(|s| s.success()) {
+            eprintln!(
+                "helm uninstall wss-sidecar -n {} failed: {status:?}",
+                self.ns.name
+            );
+        }
     }
 }
 

@@ -6,9 +6,12 @@ use rustls::ServerConfig;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use super::probe::{http, tls_alpn};
 use super::*;
+use crate::tls::{self, ACME_TLS_ALPN};
 
 const NAME: &str = "chat.acme.test";
 const KEY_AUTH: &str = "token-0123456789abcdefghij.thumbprint";
