@@ -53,9 +53,11 @@ pub fn bind_optional(
 }
 
 /// The IPv4 address to bind instead of `addr` after binding it failed with `error`: only for the
-/// IPv6 wildcard, and only when the error says the host has no IPv6 (`EAFNOSUPPORT`: no IPv6 in
-/// the kernel; `EADDRNOTAVAIL`: IPv6 disabled, `net.ipv6.conf.all.disable_ipv6=1`, as in many
-/// containers). An address in use or a privileged port is not a reason to change the family.
+/// IPv6 wildcard, and only when the error says the host has no IPv6 (`EAFNOSUPPORT`: a kernel
+/// without IPv6, `ipv6.disable=1`; `EADDRNOTAVAIL`: no usable IPv6 address). With only the
+/// `net.ipv6.conf.*.disable_ipv6=1` sysctls (many containers) `[::]` still binds and takes
+/// IPv4 clients, so no fallback is needed there (tried in a network namespace). An address in
+/// use or a privileged port is not a reason to change the family.
 pub fn ipv4_fallback(addr: SocketAddr, error: Option<&io::Error>) -> Option<SocketAddr> {
     let error = error?;
     let SocketAddr::V6(v6) = addr else {
@@ -110,8 +112,14 @@ mod tests {
         assert_eq!(ipv4_fallback(addr("[::]:8443"), Some(&in_use)), None);
         assert_eq!(ipv4_fallback(addr("[::]:8443"), None), None);
         assert_eq!(ipv4_fallback(addr("[::1]:8443"), Some(&not_avail)), None);
-        assert_eq!(ipv4_fallback(addr("[fd10::1]:8443"), Some(&no_family)), None);
-        assert_eq!(ipv4_fallback(addr("127.0.0.1:8443"), Some(&not_avail)), None);
+        assert_eq!(
+            ipv4_fallback(addr("[fd10::1]:8443"), Some(&no_family)),
+            None
+        );
+        assert_eq!(
+            ipv4_fallback(addr("127.0.0.1:8443"), Some(&not_avail)),
+            None
+        );
     }
 
     #[tokio::test]

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use wss_sidecar::config::{Cli, Command, ConfigError};
-use wss_sidecar::shutdown::{self, Signals};
 use wss_sidecar::listen::{bind, bind_optional};
+use wss_sidecar::shutdown::{self, Signals};
 use wss_sidecar::{EXIT_CONFIG, demo, injector, proxy, telemetry};
 
 /// Why `run` failed, and the exit code that says so.

@@ -9,8 +9,10 @@
 //! ([`crate::k8s::modify`]): a read-modify-write naming the version it read, retried on a 409.
 //!
 //! A watch keeps a local copy for reads, so handshakes look challenge answers up without an API
-//! call. While this replica holds the lock, the ordering state is read from the API instead: a
-//! decision to order never rests on a copy the watch has not brought up to date.
+//! call, and a miss reads afresh only while an order is pending. The manager's polls read the
+//! API (a stalled watch cannot hide a new certificate), and while this replica holds the lock
+//! every read does: a decision to order never rests on a copy the watch has not brought up to
+//! date.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,6 +44,10 @@ const CHALLENGES: &str = "acme-challenges.json";
 /// At most one fresh read of the challenges per this interval, however many handshakes miss:
 /// bounds the API calls a client sending `acme-tls/1` for our names can cause.
 const REFRESH_INTERVAL: Duration = Duration::from_millis(100);
+/// The manager's reads of the account, certificate and state (once per poll, and after each
+/// watch event) go to the API, so a watch that stalled cannot hide another replica's
+/// certificate; reads within this long of the last one share it (one pass reads several keys).
+const READ_REUSE: Duration = Duration::from_secs(1);
 
 /// Which certificate the Secret's state is for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +86,8 @@ pub struct SecretStore<S: SecretApi, L: LeaseApi> {
     held: AtomicBool,
     /// When the last fresh read of the challenges started; the lock makes them single-flight.
     refreshed: tokio::sync::Mutex<Option<Instant>>,
+    /// When the last read from the API started.
+    fetched: Mutex<Option<Instant>>,
     /// Set once state for another CA or name set was found, so that it is reported once.
     foreign_reported: AtomicBool,
 }
@@ -101,6 +109,7 @@ impl<S: SecretApi, L: LeaseApi> SecretStore<S, L> {
             changed: Notify::new(),
             held: AtomicBool::new(false),
             refreshed: tokio::sync::Mutex::new(None),
+            fetched: Mutex::new(None),
             foreign_reported: AtomicBool::new(false),
         })
     }
@@ -148,15 +157,19 @@ impl<S: SecretApi, L: LeaseApi> SecretStore<S, L> {
 
     /// Reads the Secret from the API (and keeps what it read).
     async fn fetch(&self) -> Result<Option<Versioned<SecretData>>, StoreError> {
+        *self.fetched.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         let secret = self.secret.get().await.map_err(|e| self.api_error(e))?;
         self.remember(secret.clone());
         Ok(secret)
     }
 
-    /// The Secret as reads should see it: from the API while holding the lock or before the
-    /// first read, else the local copy.
+    /// The Secret as the manager's reads should see it: from the API while holding the lock,
+    /// else from the API unless the last read is under [`READ_REUSE`] old. Handshakes never
+    /// come here (they use [`Self::cached`]).
     async fn current(&self) -> Result<Option<Versioned<SecretData>>, StoreError> {
-        if self.held.load(Ordering::Acquire) {
+        let last = *self.fetched.lock().unwrap_or_else(|p| p.into_inner());
+        let recent = last.is_some_and(|at| at.elapsed() < READ_REUSE);
+        if self.held.load(Ordering::Acquire) || !recent {
             return self.fetch().await;
         }
         self.cached().await
@@ -339,12 +352,26 @@ impl<S: SecretApi, L: LeaseApi> AcmeStore for SecretStore<S, L> {
         let secs = i64::try_from(secs.max(1)).unwrap_or(i64::MAX);
         let now = epoch_seconds(SystemTime::now());
         let what = || format!("Lease {}", self.secret.describe());
-        let acquired = lease::try_acquire(&self.lease, holder, secs, now)
-            .await
-            .map_err(|source| StoreError::Api {
+        // A renewal must end, answered or not, well before the Lease can lapse: the holder
+        // renews every third of `ttl` and stops ordering once two thirds passed without a
+        // renewal (acme/lock.rs), so a renewal bounded by a third of `ttl` always lets it stop
+        // before another replica may take the Lease (each API call is bounded as well).
+        let acquire = lease::try_acquire(&self.lease, holder, secs, now);
+        let acquired = match tokio::time::timeout(ttl / 3, acquire).await {
+            Ok(result) => result.map_err(|source| StoreError::Api {
                 what: what(),
                 source,
-            })?;
+            })?,
+            Err(_) => {
+                return Err(StoreError::Api {
+                    what: what(),
+                    source: ApiError::Other(format!(
+                        "the Lease call got no answer within {:?}",
+                        ttl / 3
+                    )),
+                });
+            }
+        };
         let was_held = self.held.swap(acquired, Ordering::AcqRel);
         if acquired && !was_held {
             info!(acme.store = %self.secret.describe(), acme.holder = holder, "took the ACME ordering Lease");
@@ -370,6 +397,14 @@ impl<S: SecretApi, L: LeaseApi> AcmeStore for SecretStore<S, L> {
     }
 
     async fn refresh_challenges(&self) -> Result<Vec<ChallengeAnswer>, StoreError> {
+        // Anyone can send an `acme-tls/1` hello with our name or a token-shaped HTTP-01 path:
+        // without an order pending (the ordering replica records it before it publishes any
+        // answer, and the watch brings that here) there is nothing a fresh read could find,
+        // so a stranger's request costs no API call.
+        let local = self.decoded(self.cached().await?)?;
+        if local.state.pending.is_none() {
+            return Ok(local.challenges);
+        }
         let arrived = Instant::now();
         let mut last = self.refreshed.lock().await;
         // A read that started after we arrived has seen everything written before we asked.

@@ -124,6 +124,8 @@ async fn fresh_reads_for_missed_challenges_are_shared_and_spaced() {
     let (secret, lease) = (Arc::new(MemSecret::default()), Arc::default());
     let writer = store_for(&secret, &lease, "https://ca/dir");
     let reader = store_for(&secret, &lease, "https://ca/dir");
+    // The ordering replica records its order before it publishes answers (acme/order.rs).
+    writer.save_state(&pending_order()).await.unwrap();
     writer.save_challenges(&[]).await.unwrap();
     assert_eq!(reader.load_challenges().await.unwrap(), vec![]);
 
@@ -158,4 +160,104 @@ async fn fresh_reads_for_missed_challenges_are_shared_and_spaced() {
     let reads = *secret.gets.lock().unwrap() - gets;
     assert_eq!(reads, 1, "{reads} reads for 50 misses");
     assert!(started.elapsed() <= REFRESH_INTERVAL * 2);
+}
+
+fn pending_order() -> RenewalState {
+    RenewalState {
+        pending: Some(super::super::store::PendingOrder {
+            url: "https://ca/order/1".into(),
+            placed_at: 1,
+            key_pem: None,
+        }),
+        ..RenewalState::default()
+    }
+}
+
+/// Strangers cost no API reads: with no order pending in the local copy, `acme-tls/1` hellos
+/// for our names and token-shaped HTTP-01 paths (both end in `refresh_challenges`) are answered
+/// from the copy; once an order is pending, a miss reads afresh.
+#[tokio::test(start_paused = true)]
+async fn misses_read_the_api_only_while_an_order_is_pending() {
+    let (secret, lease) = (Arc::new(MemSecret::default()), Arc::default());
+    let writer = store_for(&secret, &lease, "https://ca/dir");
+    let reader = store_for(&secret, &lease, "https://ca/dir");
+    writer.save_cert(&cert()).await.unwrap();
+    assert_eq!(reader.load_challenges().await.unwrap(), vec![]);
+    let gets = *secret.gets.lock().unwrap();
+    for _ in 0..50 {
+        assert_eq!(reader.refresh_challenges().await.unwrap(), vec![]);
+        tokio::time::advance(REFRESH_INTERVAL).await;
+    }
+    assert_eq!(
+        *secret.gets.lock().unwrap() - gets,
+        0,
+        "no order pending: no reads"
+    );
+
+    writer.save_state(&pending_order()).await.unwrap();
+    // The watch brings the pending order to the reader's copy (here: a read of it).
+    reader.fetch().await.unwrap();
+    let gets = *secret.gets.lock().unwrap();
+    assert_eq!(reader.refresh_challenges().await.unwrap(), vec![]);
+    assert_eq!(
+        *secret.gets.lock().unwrap() - gets,
+        1,
+        "an order is pending: a fresh read"
+    );
+}
+
+/// The manager's poll is a real read: a change another replica made reaches a replica whose
+/// copy is stale (a watch that stalled, here no watch at all) at the next poll.
+#[tokio::test(start_paused = true)]
+async fn a_poll_reads_the_api_not_the_local_copy() {
+    let (secret, lease) = (Arc::new(MemSecret::default()), Arc::default());
+    let writer = store_for(&secret, &lease, "https://ca/dir");
+    let reader = store_for(&secret, &lease, "https://ca/dir");
+    assert_eq!(reader.load_cert().await.unwrap(), None);
+    writer.save_cert(&cert()).await.unwrap();
+    tokio::time::advance(READ_REUSE).await;
+    assert_eq!(reader.load_cert().await.unwrap(), Some(cert()));
+    // One pass reads several keys: they share one read.
+    let gets = *secret.gets.lock().unwrap();
+    reader.load_state().await.unwrap();
+    assert_eq!(*secret.gets.lock().unwrap(), gets);
+}
+
+/// A Lease whose API never answers.
+struct HungLease;
+
+impl LeaseApi for HungLease {
+    async fn get(&self) -> Result<Option<Versioned<crate::k8s::LeaseState>>, ApiError> {
+        std::future::pending().await
+    }
+    async fn put(&self, _: crate::k8s::LeaseState, _: Option<String>) -> Result<(), ApiError> {
+        std::future::pending().await
+    }
+}
+
+/// A hung Lease renewal never lets the holder keep ordering after its Lease could have
+/// expired: the renewal gives up within a third of the duration, and the lock keeper stops
+/// before the Lease lapses.
+#[tokio::test(start_paused = true)]
+async fn a_hung_lease_renewal_stops_the_holder_before_the_lease_expires() {
+    const TTL: Duration = Duration::from_secs(30);
+    let store = SecretStore::new(
+        Arc::new(MemSecret::default()),
+        HungLease,
+        "https://ca/dir",
+        &names(),
+    );
+    let started = tokio::time::Instant::now();
+    let err = store.try_lock("a", TTL).await.unwrap_err();
+    assert!(err.to_string().contains("no answer"), "{err}");
+    assert!(started.elapsed() <= TTL / 3);
+
+    let started = tokio::time::Instant::now();
+    let store: Arc<dyn AcmeStore> = store;
+    super::super::lock::keep(store, "a".into(), TTL).await;
+    assert!(
+        started.elapsed() < TTL,
+        "kept ordering for {:?} on a Lease of {TTL:?}",
+        started.elapsed()
+    );
 }

@@ -13,6 +13,7 @@ use super::cli::LogArgs;
 use super::proxy::{ProxyArgs, proxy_command};
 use crate::injector::annotations::check_defaults;
 use crate::injector::container::INJECTED_DEFAULTS;
+use crate::injector::version::RequestedMode;
 use crate::injector::{
     Config, ProxyFlags, ProxyLine, SelfManaged, ServingCert, SidecarMode, SidecarTemplate,
 };
@@ -90,14 +91,17 @@ pub struct InjectorArgs {
     #[arg(long, env = "WSS_SIDECAR_SIDECAR_IMAGE_PULL_POLICY", default_value = "IfNotPresent", value_parser = ["Always", "IfNotPresent", "Never"])]
     pub sidecar_image_pull_policy: String,
 
-    /// `native` (an init container with restartPolicy Always, Kubernetes 1.29+) or `plain`.
+    /// `native` (an init container with restartPolicy Always, Kubernetes 1.29+), `plain` (a
+    /// regular container), or `auto`: native when the API server (GET /version at start-up) is
+    /// 1.29+ or cannot be asked, plain on older ones. `native` on an older server is obeyed,
+    /// with a warning.
     #[arg(
         long,
         env = "WSS_SIDECAR_SIDECAR_MODE",
         value_enum,
-        default_value = "native"
+        default_value = "auto"
     )]
-    pub sidecar_mode: SidecarMode,
+    pub sidecar_mode: RequestedMode,
 
     /// User and group ID the sidecar runs as (never root).
     #[arg(long, env = "WSS_SIDECAR_SIDECAR_UID", default_value_t = 65532, value_parser = clap::value_parser!(i64).range(1..))]
@@ -171,7 +175,11 @@ impl InjectorArgs {
         let template = SidecarTemplate {
             image: self.sidecar_image,
             pull_policy: self.sidecar_image_pull_policy,
-            mode: self.sidecar_mode,
+            // Until the server's version is read (`injector::version::adapt`).
+            mode: match self.sidecar_mode {
+                RequestedMode::Plain => SidecarMode::Plain,
+                RequestedMode::Auto | RequestedMode::Native => SidecarMode::Native,
+            },
             uid: self.sidecar_uid,
             requests: pick([
                 ("cpu", self.sidecar_cpu_request),
@@ -197,6 +205,7 @@ impl InjectorArgs {
             lame_duck: self.lame_duck,
             serving_cert,
             template,
+            sidecar_mode: self.sidecar_mode,
         })
     }
 }

@@ -235,12 +235,19 @@ mod tests {
         let cfg = proxy(&[]).unwrap().into_config().unwrap();
         assert_eq!(cfg.listen, "[::]:8443".parse().unwrap());
         assert_eq!(cfg.admin_listen, Some("[::]:9090".parse().unwrap()));
-        assert_eq!(cfg.redirect_port, None, "outside Kubernetes: the listen port");
+        assert_eq!(
+            cfg.redirect_port, None,
+            "outside Kubernetes: the listen port"
+        );
         assert_eq!(cfg.handshake_timeout, Duration::from_secs(10));
         assert_eq!(cfg.idle_timeout, None);
         assert_eq!(cfg.max_connections, 10_000);
         assert_eq!(cfg.drain_timeout, Duration::from_secs(30));
-        assert_eq!(cfg.lame_duck, Duration::ZERO, "Ctrl-C stays immediate outside Kubernetes");
+        assert_eq!(
+            cfg.lame_duck,
+            Duration::ZERO,
+            "Ctrl-C stays immediate outside Kubernetes"
+        );
     }
 
     #[test]

@@ -77,11 +77,11 @@ fn check_host(host: &str) -> Result<(), String> {
             _ => Err(format!("{host:?} is not a bracketed IPv6 address")),
         };
     }
-    if host.parse::<IpAddr>().is_ok() {
-        return Ok(());
-    }
     if host.contains(':') {
         return Err(format!("an IPv6 host needs brackets ([{host}])"));
+    }
+    if host.parse::<IpAddr>().is_ok() {
+        return Ok(());
     }
     let name = host.strip_suffix('.').unwrap_or(host);
     let label_ok = |label: &str| {
@@ -224,7 +224,9 @@ mod tests {
     #[tokio::test]
     async fn a_name_is_resolved_at_connect_and_a_failure_ends_only_that_connect() {
         let upstream = Upstream::parse("no-such-host.invalid:8080").expect("syntax only");
-        let err = connect(&upstream, Duration::from_secs(10)).await.unwrap_err();
+        let err = connect(&upstream, Duration::from_secs(10))
+            .await
+            .unwrap_err();
         assert_eq!(err.reason(), "dns", "{err}");
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -94,6 +94,11 @@ impl Readiness {
         self.draining.store(true, Ordering::SeqCst);
     }
 
+    /// Whether shutdown has begun.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
     /// `Ok` once started (the listeners bound, the sources running), else why not. It never
     /// waits for a certificate: a native sidecar's startupProbe holds back the app containers
     /// (kubelet: pkg/kubelet/kuberuntime/kuberuntime_container.go, computeInitContainerActions

@@ -15,8 +15,11 @@ pub struct Config {
     pub lame_duck: std::time::Duration,
     /// Where the serving certificate comes from.
     pub serving_cert: ServingCert,
-    /// The sidecar to inject.
+    /// The sidecar to inject; its mode and preStop are set from the server's version at start
+    /// (`super::version`).
     pub template: SidecarTemplate,
+    /// `--sidecar-mode` as given.
+    pub sidecar_mode: super::version::RequestedMode,
 }
 
 /// Where the webhook's serving certificate comes from.

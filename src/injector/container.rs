@@ -115,9 +115,9 @@ impl SidecarTemplate {
             ports: Some(ports),
             restart_policy: native.then(|| "Always".into()),
             // In native mode every container's preStop starts at once when the pod is deleted,
-            // and the sidecar gets SIGTERM only after the app has exited
-            // (pkg/kubelet/kuberuntime/kuberuntime_termination_order.go): the hook starts the
-            // lame duck then. Without an admin port, SIGTERM starts it. `exec`: no shell needed.
+            // and the sidecar gets SIGTERM only after the app has exited (`killContainer` runs
+            // the preStop, then `waitForTurn`: pkg/kubelet/kuberuntime/kuberuntime_container.go,
+            // kuberuntime_termination_order.go): the hook starts the lame duck at deletion. Without an admin port, SIGTERM starts it. `exec`: no shell needed.
             lifecycle: args.admin_port.map(|port| Lifecycle {
                 pre_stop: Some(LifecycleHandler {
                     exec: Some(ExecAction {

@@ -193,3 +193,140 @@ fn stop_plan(pod: &Pod, args: &[String], template: &SidecarTemplate) -> Result<S
 fn to_value<T: serde::Serialize>(object: &T) -> Result<Value, Denial> {
     serde_json::to_value(object).map_err(|e| Denial(format!("cannot encode the sidecar: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn template(prestop_sleep: bool) -> SidecarTemplate {
+        SidecarTemplate {
+            prestop_sleep,
+            ..crate::injector::default_config().template
+        }
+    }
+
+    fn pod(annotations: Value, grace: Option<i64>, containers: Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {
+                "name": "p",
+                "labels": {"wss-sidecar.io/inject": "true"},
+                "annotations": annotations,
+            },
+            "spec": {"terminationGracePeriodSeconds": grace, "containers": containers},
+        }))
+        .unwrap()
+    }
+
+    fn patched(pod: &Pod, template: &SidecarTemplate) -> Value {
+        let Ok(Outcome::Patched(patch)) = inject(pod, "apps", template) else {
+            panic!("not patched");
+        };
+        let mut value = serde_json::to_value(pod).unwrap();
+        json_patch::patch(&mut value, &patch).unwrap();
+        value
+    }
+
+    const APP: &str = "registry.example/app:1";
+
+    #[test]
+    fn app_containers_sleep_through_lame_duck_and_drain() {
+        let containers = json!([
+            {"name": "a", "image": APP},
+            {"name": "b", "image": APP, "lifecycle": {"postStart": {"sleep": {"seconds": 1}}}},
+            {"name": "c", "image": APP, "lifecycle": {"preStop": {"exec": {"command": ["x"]}}}},
+        ]);
+        let annotations = json!({"wss-sidecar.io/lame-duck": "5s"});
+        let out = patched(&pod(annotations, None, containers.clone()), &template(true));
+        let c = &out["spec"]["containers"];
+        // 5 s of lame duck + the injected 15 s drain.
+        assert_eq!(
+            c[0]["lifecycle"],
+            json!({"preStop": {"sleep": {"seconds": 20}}})
+        );
+        assert_eq!(
+            c[1]["lifecycle"]["preStop"],
+            json!({"sleep": {"seconds": 20}})
+        );
+        assert_eq!(
+            c[1]["lifecycle"]["postStart"],
+            containers[1]["lifecycle"]["postStart"]
+        );
+        assert_eq!(c[2], containers[2], "an app's own preStop is kept");
+
+        // Opted out, or a server without the sleep action: no sleep.
+        let annotations = json!({"wss-sidecar.io/app-prestop": "false"});
+        let out = patched(&pod(annotations, None, containers.clone()), &template(true));
+        assert!(out["spec"]["containers"][0].get("lifecycle").is_none());
+        let out = patched(&pod(json!({}), None, containers.clone()), &template(false));
+        assert!(out["spec"]["containers"][0].get("lifecycle").is_none());
+
+        let err = inject(
+            &pod(json!({APP_PRESTOP: "no"}), None, containers),
+            "apps",
+            &template(true),
+        )
+        .unwrap_err();
+        assert!(err.0.starts_with(APP_PRESTOP), "{err}");
+    }
+
+    #[test]
+    fn the_injected_defaults_yield_to_annotations() {
+        let containers = json!([{"name": "a", "image": APP}]);
+        let args = |out: &Value| out["spec"]["initContainers"][0]["args"].clone();
+        let out = patched(&pod(json!({}), None, containers.clone()), &template(true));
+        let args_default = args(&out);
+        for flag in [
+            "--lame-duck=10s",
+            "--drain-timeout=15s",
+            "--redirect-port=443",
+        ] {
+            assert!(
+                args_default.as_array().unwrap().contains(&json!(flag)),
+                "{out}"
+            );
+        }
+        let annotations = json!({"wss-sidecar.io/redirect-port": "8443"});
+        let out = patched(&pod(annotations, None, containers), &template(true));
+        let list = args(&out);
+        assert!(
+            list.as_array()
+                .unwrap()
+                .contains(&json!("--redirect-port=8443")),
+            "{list}"
+        );
+        assert!(
+            !list
+                .as_array()
+                .unwrap()
+                .contains(&json!("--redirect-port=443")),
+            "{list}"
+        );
+    }
+
+    #[test]
+    fn a_short_grace_period_or_an_old_server_is_a_warning() {
+        let containers = json!([{"name": "a", "image": APP}]);
+        // 10 s + 15 s fits the default 30 s.
+        let fits = pod(json!({}), None, containers.clone());
+        assert!(stop_warnings(&fits, &template(true)).is_empty());
+        let short = pod(json!({}), Some(20), containers.clone());
+        let warnings = stop_warnings(&short, &template(true));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("terminationGracePeriodSeconds is 20"),
+            "{warnings:?}"
+        );
+        let long = pod(
+            json!({"wss-sidecar.io/drain-timeout": "1m"}),
+            None,
+            containers.clone(),
+        );
+        assert!(stop_warnings(&long, &template(true))[0].contains("70s"));
+
+        let old = stop_warnings(&fits, &template(false));
+        assert!(old[0].contains("older than 1.30"), "{old:?}");
+        let quiet = pod(json!({APP_PRESTOP: "false"}), None, containers);
+        assert!(stop_warnings(&quiet, &template(false)).is_empty());
+    }
+}

@@ -11,6 +11,7 @@
 //! - `review`: `AdmissionReview` JSON in and out (patch base64 on the wire).
 //! - `webhook`: the webhook's HTTPS handler, on the crate's one small-HTTP server.
 //! - [`selfcert`]: the self-managed serving certificate (Secret + Lease + `caBundle`).
+//! - [`version`]: the API server's version → native or plain sidecars, app `preStop: sleep`.
 
 pub mod annotations;
 pub(crate) mod checks;
@@ -22,6 +23,7 @@ pub(crate) mod mounts;
 pub(crate) mod patch;
 pub(crate) mod review;
 pub mod selfcert;
+pub mod version;
 pub(crate) mod webhook;
 
 use std::future::Future;
@@ -114,8 +116,10 @@ pub async fn run(
         stop.child_token(),
     );
     let image = config.template.image.clone();
+    let mut template = config.template;
+    version::adapt(&mut template, config.sidecar_mode).await;
     let state = Arc::new(webhook::WebhookState {
-        template: Arc::new(config.template),
+        template: Arc::new(template),
         readiness: Arc::clone(&readiness),
     });
     let serve_stop = stop.child_token();

@@ -14,7 +14,7 @@ use tracing::{debug, info};
 use super::annotations::{Denial, sidecar_args};
 use super::checks;
 use super::container::SidecarTemplate;
-use super::inject::{Outcome, inject};
+use super::inject::{Outcome, inject, stop_warnings};
 
 /// Answers one `AdmissionReview` request body with a response body.
 pub fn review(body: &[u8], template: &SidecarTemplate) -> Vec<u8> {
@@ -85,12 +85,15 @@ fn respond(request: &AdmissionRequest<Pod>, template: &SidecarTemplate) -> Admis
     }
 }
 
-/// What the pod as a whole must be for the sidecar `inject` adds to run: warnings, or a
-/// refusal. (The annotations were checked by `inject` already; they parse again here.)
+/// What the pod as a whole must be for the sidecar `inject` adds to run, and how it will stop:
+/// warnings, or a refusal. (The annotations were checked by `inject` already; they parse again
+/// here.)
 fn pod_checks(pod: &Pod, template: &SidecarTemplate) -> Result<Vec<String>, Denial> {
     let annotations = pod.metadata.annotations.clone().unwrap_or_default();
     let args = sidecar_args(&annotations, &template.defaults, template.flags)?;
-    checks::check(pod, &args)
+    let mut warnings = checks::check(pod, &args)?;
+    warnings.extend(stop_warnings(pod, template));
+    Ok(warnings)
 }
 
 /// Serialises the review with `response.patch` as base64, as the API server reads it.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -57,6 +58,21 @@ pub async fn serve(
 }
 
 async fn route(req: Request<Incoming>, state: &WebhookState) -> Response<Body> {
+    let mut response = answer(req, state).await;
+    // In the lame duck every answer closes its connection, so the API server's next review
+    // opens a new one, which the Service sends to a replica that is not stopping. Kept alive,
+    // the connection would stay on this pod until it exits, and a review written just as it
+    // closes fails: Go's transport does not retry a POST (net/http transport.go, `rewindBody`
+    // and `isReplayable`).
+    if state.readiness.draining() {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+async fn answer(req: Request<Incoming>, state: &WebhookState) -> Response<Body> {
     if let Some(answer) = health::answer(&req, &state.readiness) {
         return answer;
     }

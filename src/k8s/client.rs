@@ -1,7 +1,8 @@
 //! The traits of `super::api` over the real Kubernetes API (kube's client and watcher), and
 //! the one client constructor: in-cluster service account or kubeconfig, as kube infers them.
 
-use std::future::ready;
+use std::future::{Future, ready};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -20,11 +21,42 @@ use super::api::{
     ApiError, LeaseApi, LeaseState, SecretApi, SecretData, SecretEvent, Versioned, WebhookApi,
 };
 
+/// Longest one get, create, patch or replace may take. kube's client has no read timeout by
+/// default (kube-client config/mod.rs: `read_timeout: None`), so without this a call to an API
+/// server that stopped answering hangs forever, and a Lease renewal that hangs lets a holder
+/// believe it still holds a Lease that expired. 10 s is well under every Lease duration we use
+/// and far above an apiserver's normal latency (its own request timeout is 60 s, for all verbs).
+pub const API_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Opening the TCP + TLS connection to the API server.
+pub const API_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// `timeoutSeconds` of every watch: the API server ends a watch after this long
+/// (staging/src/k8s.io/apiserver/pkg/endpoints/handlers/watch.go, `timeout`), and kube's
+/// watcher treats a watch silent for this plus 5 s as dead and re-opens it (kube-runtime
+/// watcher.rs, `next_with_idle_timeout`). kube's default is 290 s; at 50 s a stalled watch is
+/// re-opened within 55 s.
+pub const WATCH_TIMEOUT_SECONDS: u32 = 50;
+
 /// A client from the pod's service account, or from `KUBECONFIG` / `~/.kube/config`.
 pub async fn connect() -> Result<kube::Client, ApiError> {
-    kube::Client::try_default()
+    let mut config = kube::Config::infer()
         .await
-        .map_err(|e| ApiError::Other(format!("no Kubernetes API configuration found: {e}")))
+        .map_err(|e| ApiError::Other(format!("no Kubernetes API configuration found: {e}")))?;
+    config.connect_timeout = Some(API_CONNECT_TIMEOUT);
+    kube::Client::try_from(config)
+        .map_err(|e| ApiError::Other(format!("cannot build a Kubernetes API client: {e}")))
+}
+
+/// `call`, bounded by [`API_CALL_TIMEOUT`]; its errors mapped by [`api_error`].
+async fn bounded<T>(
+    what: &str,
+    call: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(API_CALL_TIMEOUT, call).await {
+        Ok(result) => result.map_err(api_error),
+        Err(_) => Err(ApiError::Other(format!(
+            "{what} got no answer within {API_CALL_TIMEOUT:?}"
+        ))),
+    }
 }
 
 /// Maps kube's errors onto the few cases callers act on.
@@ -90,7 +122,7 @@ impl SecretApi for KubeSecret {
     }
 
     async fn get(&self) -> Result<Option<Versioned<SecretData>>, ApiError> {
-        let secret = self.api.get_opt(&self.name).await.map_err(api_error)?;
+        let secret = bounded("get Secret", self.api.get_opt(&self.name)).await?;
         Ok(secret.map(versioned))
     }
 
@@ -105,8 +137,9 @@ impl SecretApi for KubeSecret {
             data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
             ..Default::default()
         };
-        let created = self.api.create(&PostParams::default(), &secret).await;
-        created.map(versioned).map_err(api_error)
+        let pp = PostParams::default();
+        let created = bounded("create Secret", self.api.create(&pp, &secret)).await;
+        created.map(versioned)
     }
 
     async fn update(
@@ -124,17 +157,21 @@ impl SecretApi for KubeSecret {
             "metadata": { "resourceVersion": based_on },
             "data": data,
         });
-        let patched = self
-            .api
-            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await;
-        patched.map(versioned).map_err(api_error)
+        let pp = PatchParams::default();
+        let patched = bounded(
+            "patch Secret",
+            self.api.patch(&self.name, &pp, &Patch::Merge(&patch)),
+        )
+        .await;
+        patched.map(versioned)
     }
 
     fn watch(&self) -> BoxStream<'static, SecretEvent> {
         // List + watch of this one name; kube's watcher re-lists after `410 Gone` and resumes
         // from the last version after a dropped stream. The back-off spaces out retries.
-        let config = watcher::Config::default().fields(&format!("metadata.name={}", self.name));
+        let config = watcher::Config::default()
+            .fields(&format!("metadata.name={}", self.name))
+            .timeout(WATCH_TIMEOUT_SECONDS);
         let mut seen_since_list = false;
         watcher(self.api.clone(), config)
             .default_backoff()
@@ -179,7 +216,7 @@ impl KubeLease {
 
 impl LeaseApi for KubeLease {
     async fn get(&self) -> Result<Option<Versioned<LeaseState>>, ApiError> {
-        let lease = self.api.get_opt(&self.name).await.map_err(api_error)?;
+        let lease = bounded("get Lease", self.api.get_opt(&self.name)).await?;
         Ok(lease.map(|l| {
             let spec = l.spec.unwrap_or_default();
             Versioned {
@@ -208,11 +245,11 @@ impl LeaseApi for KubeLease {
         };
         let pp = PostParams::default();
         let written = if replace {
-            self.api.replace(&self.name, &pp, &object).await
+            bounded("replace Lease", self.api.replace(&self.name, &pp, &object)).await
         } else {
-            self.api.create(&pp, &object).await
+            bounded("create Lease", self.api.create(&pp, &object)).await
         };
-        written.map(drop).map_err(api_error)
+        written.map(drop)
     }
 }
 
@@ -235,7 +272,7 @@ impl KubeWebhook {
 
 impl WebhookApi for KubeWebhook {
     async fn ca_bundles(&self) -> Result<Vec<Option<Vec<u8>>>, ApiError> {
-        let config = self.api.get(&self.name).await.map_err(api_error)?;
+        let config = bounded("get webhook configuration", self.api.get(&self.name)).await?;
         Ok(config
             .webhooks
             .unwrap_or_default()
@@ -246,14 +283,16 @@ impl WebhookApi for KubeWebhook {
 
     async fn set_ca_bundle(&self, pem: Vec<u8>) -> Result<(), ApiError> {
         // Read, change, replace with the version read (it is in the metadata read).
-        let mut config = self.api.get(&self.name).await.map_err(api_error)?;
+        let mut config = bounded("get webhook configuration", self.api.get(&self.name)).await?;
         for webhook in config.webhooks.iter_mut().flatten() {
             webhook.client_config.ca_bundle = Some(ByteString(pem.clone()));
         }
-        self.api
-            .replace(&self.name, &PostParams::default(), &config)
-            .await
-            .map(drop)
-            .map_err(api_error)
+        let pp = PostParams::default();
+        bounded(
+            "replace webhook configuration",
+            self.api.replace(&self.name, &pp, &config),
+        )
+        .await
+        .map(drop)
     }
 }

@@ -129,7 +129,13 @@ impl Events {
                 action: "Certificate".into(),
                 secondary: None,
             };
-            match inner.recorder.publish(&event, &inner.pod).await {
+            let publish = inner.recorder.publish(&event, &inner.pod);
+            let Ok(published) = tokio::time::timeout(super::client::API_CALL_TIMEOUT, publish).await
+            else {
+                warn!(event.reason = reason.name(), "cannot send a kubernetes event: the API did not answer in time");
+                return;
+            };
+            match published {
                 Ok(()) => debug!(event.reason = reason.name(), "kubernetes event sent"),
                 Err(kube::Error::Api(status)) if status.code == 403 => {
                     if !inner.forbidden.swap(true, Ordering::Relaxed) {

@@ -139,15 +139,16 @@ pub async fn run(
     }
 
     let readiness = Arc::new(Readiness::new(Arc::clone(&store)));
-    let acme = spawn_acme(&config, &store, &metrics, &sources_stop, cluster.as_ref())?
-        .map(|(responder, manager)| {
+    let acme = spawn_acme(&config, &store, &metrics, &sources_stop, cluster.as_ref())?.map(
+        |(responder, manager)| {
             tokio::spawn(
                 manager
                     .with_answering(readiness.acme_answering())
                     .run(sources_stop.child_token()),
             );
             responder
-        });
+        },
+    );
 
     let client_auth = ClientCaVerifier::spawn_for(
         config.client.client_ca.as_ref(),

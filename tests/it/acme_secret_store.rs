@@ -105,6 +105,26 @@ async fn three_replicas_one_lease_holder_one_order_and_every_replica_answers() {
         })
     })
     .await;
+    // No order pending now: strangers' `acme-tls/1` hellos for our names cost no API reads
+    // (before issue 14, each missed hello could read the Secret, 10 a second per replica).
+    let secret_gets = || cluster.api.requests_matching(&format!("GET {SECRET}"));
+    let gets_before = secret_gets();
+    let mut stranger = (*any_certificate_config()).clone();
+    stranger.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+    let stranger = std::sync::Arc::new(stranger);
+    for replica in &replicas {
+        for name in NAMES {
+            for _ in 0..5 {
+                let _ = tls_connect(replica.addr, name, stranger.clone()).await;
+            }
+        }
+    }
+    assert_eq!(
+        secret_gets(),
+        gets_before,
+        "acme-tls/1 hellos with no order pending read the store Secret"
+    );
+
     // Everything was allowed by the example Role, and its store rules were all needed.
     assert_eq!(cluster.api.denied(), Vec::new());
     let unused = cluster.api.unused_rules();

@@ -94,6 +94,10 @@ fn the_hand_written_sidecar_matches_the_injected_security_settings() {
         "restartPolicy",
         "ports",
         "startupProbe",
+        "readinessProbe",
+        "livenessProbe",
+        "lifecycle",
+        "env",
         "volumeMounts",
     ] {
         let strip = |v: &Value| {
@@ -113,4 +117,24 @@ fn the_hand_written_sidecar_matches_the_injected_security_settings() {
             "{field} differs"
         );
     }
+    // The injected stop and redirect flags, and the app's preStop sleep sized to them.
+    for flag in [
+        "--lame-duck=10s",
+        "--drain-timeout=15s",
+        "--redirect-port=443",
+    ] {
+        assert!(
+            theirs["args"].as_array().unwrap().contains(&json!(flag)),
+            "{theirs}"
+        );
+        assert!(
+            mine["args"].as_array().unwrap().contains(&json!(flag)),
+            "{flag}"
+        );
+    }
+    assert_eq!(
+        by_hand["spec"]["containers"][0]["lifecycle"],
+        injected["spec"]["containers"][0]["lifecycle"],
+        "the app's preStop"
+    );
 }

@@ -441,3 +441,32 @@ async fn the_labelled_examples_pass_every_check() {
     assert!(checked >= 3, "only {checked} labelled examples");
     injector.stop().await;
 }
+
+#[tokio::test]
+async fn a_grace_period_shorter_than_lame_duck_and_drain_is_a_warning() {
+    let injector = TestInjector::start(&[]).await;
+    let mut spec = app_spec();
+    spec["terminationGracePeriodSeconds"] = json!(20);
+    let (_, response) = admitted(&injector, &pod(json!({}), spec)).await;
+    let warnings = response["warnings"].as_array().expect("warnings").clone();
+    assert_eq!(warnings.len(), 1, "{response}");
+    let warning = warnings[0].as_str().unwrap();
+    assert!(
+        warning.starts_with("terminationGracePeriodSeconds is 20"),
+        "{warning}"
+    );
+    assert!(warning.contains("wss-sidecar.io/lame-duck"), "{warning}");
+    // Lowering the lame duck and drain to fit silences it.
+    let mut spec = app_spec();
+    spec["terminationGracePeriodSeconds"] = json!(20);
+    let (_, response) = admitted(
+        &injector,
+        &pod(
+            json!({"wss-sidecar.io/lame-duck": "5s", "wss-sidecar.io/drain-timeout": "10s"}),
+            spec,
+        ),
+    )
+    .await;
+    assert!(response.get("warnings").is_none(), "{response}");
+    injector.stop().await;
+}

@@ -60,7 +60,9 @@ async fn a_labelled_pod_gets_a_base64_patch_adding_the_native_sidecar_first() {
     let sidecar = &patched["spec"]["initContainers"][0];
     assert_eq!(sidecar["name"], "wss-sidecar");
     assert_eq!(sidecar["restartPolicy"], "Always");
-    assert_eq!(sidecar["startupProbe"]["httpGet"]["path"], "/readyz");
+    // Started, not ready: a CA never holds the app back.
+    assert_eq!(sidecar["startupProbe"]["httpGet"]["path"], "/startupz");
+    assert_eq!(sidecar["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert!(
         sidecar["args"]
             .as_array()
@@ -72,7 +74,11 @@ async fn a_labelled_pod_gets_a_base64_patch_adding_the_native_sidecar_first() {
         patched["metadata"]["annotations"]["wss-sidecar.io/status"],
         "injected"
     );
-    assert_eq!(patched["spec"]["containers"], pod["spec"]["containers"]);
+    // The app outlives the sidecar's lame duck (10 s) and drain (15 s).
+    assert_eq!(
+        patched["spec"]["containers"][0]["lifecycle"],
+        json!({"preStop": {"sleep": {"seconds": 25}}})
+    );
     injector.stop().await;
 }
 
@@ -138,4 +144,106 @@ async fn an_oversized_review_is_refused() {
     let (status, _) = injector.request("POST", "/mutate", &huge).await;
     assert_eq!(status, 400);
     injector.stop().await;
+}
+
+/// Decodes the patch of an allowed review and applies it to `pod`.
+fn apply(answer: &Value, pod: &Value) -> Value {
+    let encoded = answer["response"]["patch"].as_str().expect("a patch");
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&decoded).unwrap();
+    let mut patched = pod.clone();
+    json_patch::patch(&mut patched, &patch).unwrap();
+    patched
+}
+
+/// The real binary against a fake API server reporting `minor` in `GET /version`: what it
+/// injects follows the server (native sidecars 1.29+, app `preStop: sleep` 1.30+).
+async fn injected_on(minor: &str, extra: &[&str]) -> Value {
+    use std::process::Stdio;
+
+    use crate::support::child::{Process, spawn_collector};
+    use crate::support::fake_api::FakeApi;
+    use crate::support::injector::{SERVICE_NAME, https_request};
+    use crate::support::process::binary;
+    use crate::support::{LeafSpec, TestCa, client_config, install_crypto_provider};
+
+    install_crypto_provider();
+    let api = FakeApi::start().await;
+    api.seed(
+        "/version",
+        json!({"major": "1", "minor": minor, "gitVersion": format!("v1.{minor}.0")}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(dir.path(), "default");
+    let ca = TestCa::new("injector CA");
+    crate::support::write_plain_pair(dir.path(), &ca.issue(LeafSpec::new(&[SERVICE_NAME])));
+    let mut child = tokio::process::Command::new(binary())
+        .arg("injector")
+        .arg("--cert-dir")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--log-format", "json"])
+        .args(extra)
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("WSS_SIDECAR_SIDECAR_MODE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn wss-sidecar injector");
+    let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let serving = spawn_collector(child.stderr.take(), &output, "injector serving");
+    spawn_collector(child.stdout.take(), &output, "");
+    let injector = Process {
+        name: "wss-sidecar injector",
+        child,
+        output,
+    };
+    let line = injector
+        .wait_for_line(serving, std::time::Duration::from_secs(20))
+        .await;
+    assert_eq!(api.requests_matching("/version"), 1, "{:?}", api.requests());
+    let log: Value = serde_json::from_str(&line).expect("a JSON log line");
+    let addr: std::net::SocketAddr = log["listen"].as_str().unwrap().parse().unwrap();
+    let client = client_config(&[ca.cert_der()], &[b"http/1.1"]);
+    let pod = pod(json!({}));
+    let review = serde_json::to_vec(&admission_review("u-v", "apps", &pod)).unwrap();
+    let (status, body) = https_request(addr, client, "POST", "/mutate", &review).await;
+    assert_eq!(status, 200);
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    apply(&answer, &pod)
+}
+
+fn sidecar_place(patched: &Value) -> (&'static str, bool) {
+    let native = patched["spec"]["initContainers"][0]["name"] == "wss-sidecar";
+    let plain = patched["spec"]["containers"][1]["name"] == "wss-sidecar";
+    assert!(native != plain, "one sidecar: {patched}");
+    let sleeps = !patched["spec"]["containers"][0]["lifecycle"]["preStop"]["sleep"].is_null();
+    (if native { "native" } else { "plain" }, sleeps)
+}
+
+#[tokio::test]
+async fn the_server_version_picks_native_or_plain_and_the_app_prestop() {
+    assert_eq!(
+        sidecar_place(&injected_on("37", &[]).await),
+        ("native", true)
+    );
+    assert_eq!(
+        sidecar_place(&injected_on("29", &[]).await),
+        ("native", false)
+    );
+    assert_eq!(
+        sidecar_place(&injected_on("28+", &[]).await),
+        ("plain", false)
+    );
+    // The user's choice wins over the server's.
+    let plain = injected_on("37", &["--sidecar-mode", "plain"]).await;
+    assert_eq!(sidecar_place(&plain), ("plain", true));
+    let native = injected_on("28", &["--sidecar-mode", "native"]).await;
+    assert_eq!(sidecar_place(&native), ("native", false));
 }

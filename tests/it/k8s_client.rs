@@ -205,3 +205,57 @@ async fn the_lease_is_versioned_too() {
             .is_ok()
     );
 }
+
+/// Every call is bounded: an API server that accepts a request and never answers (a hung
+/// Lease renewal, a stuck get or patch) yields an error after `API_CALL_TIMEOUT`, so a Lease
+/// holder learns it could not renew instead of waiting forever.
+#[tokio::test]
+async fn a_call_the_api_never_answers_fails_after_the_call_timeout() {
+    use wss_sidecar::k8s::client::API_CALL_TIMEOUT;
+    const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/team/leases/store";
+    let api = FakeApi::start().await;
+    let lease = KubeLease::new(api.client(), NS, "store");
+    let secret = KubeSecret::new(api.client(), NS, "web-tls");
+    seed(&api, "one");
+    let stored = secret.get().await.unwrap().unwrap();
+    api.stall(hyper::Method::GET, LEASE, |_| true);
+    api.stall(hyper::Method::PATCH, SECRET, |_| true);
+    let bound = API_CALL_TIMEOUT + Duration::from_secs(5);
+
+    let started = tokio::time::Instant::now();
+    let got = tokio::time::timeout(bound, lease.get()).await;
+    let err = got.expect("the Lease get is bounded").unwrap_err();
+    assert!(err.to_string().contains("no answer"), "{err}");
+    assert!(
+        started.elapsed() >= API_CALL_TIMEOUT,
+        "it waited for the answer first"
+    );
+
+    let patch = secret.update(data("two"), &stored.resource_version);
+    let err = tokio::time::timeout(bound, patch)
+        .await
+        .expect("the Secret patch is bounded")
+        .unwrap_err();
+    assert!(err.to_string().contains("no answer"), "{err}");
+    api.release_stalled();
+}
+
+/// Watches ask the API server to end them after `WATCH_TIMEOUT_SECONDS` (kube's watcher
+/// re-opens a watch silent for that plus 5 s), instead of kube's default 290 s.
+#[tokio::test]
+async fn watches_carry_a_server_side_timeout_well_under_295_s() {
+    use wss_sidecar::k8s::client::WATCH_TIMEOUT_SECONDS;
+    const { assert!(WATCH_TIMEOUT_SECONDS + 5 < 120) };
+    let api = FakeApi::start().await;
+    let secret = KubeSecret::new(api.client(), NS, "web-tls");
+    let mut events = secret.watch();
+    assert_eq!(next_state(&mut events).await, SecretEvent::Absent);
+    seed(&api, "one");
+    assert_eq!(value_of(next_state(&mut events).await), "one");
+    let wanted = format!("timeoutSeconds={WATCH_TIMEOUT_SECONDS}");
+    assert!(
+        api.requests_matching(&wanted) >= 1,
+        "no request with {wanted}: {:?}",
+        api.requests()
+    );
+}

@@ -452,6 +452,13 @@ async fn the_injector_keeps_answering_admissions_in_its_lame_duck() {
     )
     .await;
 
+    let client = client_config(&[ca.cert_der()], &[b"http/1.1"]);
+    let mut kept = crate::support::tls_connect(addr, SERVICE_NAME, client.clone())
+        .await
+        .expect("TLS connect to the injector");
+    let head = kept_alive_healthz(&mut kept).await;
+    assert!(!head.contains("connection: close"), "{head}");
+
     let stopped_at = Instant::now();
     stop.send(()).unwrap();
     wait_until("/readyz turns 503", Duration::from_secs(2), || async move {
@@ -467,7 +474,6 @@ async fn the_injector_keeps_answering_admissions_in_its_lame_duck() {
         "spec": {"containers": [{"name": "app", "image": "registry.example/echo:1.0"}]}
     });
     let review = serde_json::to_vec(&admission_review("0b1c", "apps", &pod)).unwrap();
-    let client = client_config(&[ca.cert_der()], &[b"http/1.1"]);
     let (status, body) = https_request(addr, client, "POST", "/mutate", &review).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert!(
@@ -475,6 +481,13 @@ async fn the_injector_keeps_answering_admissions_in_its_lame_duck() {
         "{}",
         String::from_utf8_lossy(&body)
     );
+    // A kept-alive connection is told to close, and is closed, long before the lame duck ends:
+    // the API server's next review goes to a replica that is not stopping.
+    let head = kept_alive_healthz(&mut kept).await;
+    assert!(head.contains("connection: close"), "{head}");
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(2), kept.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "the kept-alive connection stayed open");
     assert!(
         stopped_at.elapsed() < Duration::from_secs(5),
         "machine too slow"
@@ -491,4 +504,35 @@ async fn the_injector_keeps_answering_admissions_in_its_lame_duck() {
         refused(addr)
     })
     .await;
+}
+
+/// `GET /healthz` on a kept-alive connection; returns the response head, lower-cased, once the
+/// whole response (head and `Content-Length` body) is read.
+async fn kept_alive_healthz(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) -> String {
+    let request = "GET /healthz HTTP/1.1\r\nHost: injector\r\n\r\n";
+    tls.write_all(request.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
+            .await
+            .expect("an answer")
+            .expect("read");
+        assert!(n > 0, "closed before the answer: {raw:?}");
+        raw.extend_from_slice(&buf[..n]);
+        let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&raw[..split]).to_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("a content-length");
+        if raw.len() >= split + 4 + length {
+            return head;
+        }
+    }
 }

@@ -2,6 +2,11 @@
 //! with their pods' projected tokens, on the real authorizer: one serves a Secret through
 //! `--cert-secret`, one gets its certificate from Pebble with `--acme-store secret:`. Each
 //! serves its certificate, and the apiserver's audit log shows no 403 for their account.
+//!
+//! Issue 14, acceptance 5: `kubectl describe pod` of the ACME pod shows the sidecar's
+//! CertificateObtained Event. kubectl describe's `Events` section lists the Events whose
+//! `regarding.uid` is the pod's, so the sidecar must know `POD_UID` (downward API
+//! `metadata.uid`), as the injector gives it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,14 +16,14 @@ use serde_json::Value;
 use crate::support::cluster::{
     CURL_IMAGE, Cluster, NODE_IP, POD_START, pod_ip, str_at, yaml_string,
 };
-use crate::support::pebble::{Pebble, PebbleOptions};
+use crate::support::pebble::Pebble;
 use crate::support::recorder::Recorder;
 use crate::support::{
     LeafSpec, TestCa, any_certificate_config, client_config, install_crypto_provider, leaf_names,
     peer_leaf, tls_connect,
 };
 
-use super::{SidecarPod, sidecar_pod};
+use super::{SidecarPod, pebble_for_pods, sidecar_pod};
 
 /// The name the ACME sidecar orders, resolved by Pebble's DNS to the pod's IP.
 const ACME_NAME: &str = "chat.acme.test";
@@ -72,18 +77,8 @@ async fn cert_secret_and_acme_secret_store_work_under_the_charts_role_without_a_
 
     // --acme-store secret: against Pebble on the Node's bridge address; an init container holds
     // the sidecar back until Pebble's DNS answers the name with the pod's IP.
-    let pebble = Pebble::start_on(
-        NODE_IP,
-        PebbleOptions {
-            tls_port: 8443,
-            http_port: 8080,
-            eab: None,
-        },
-    )
-    .await;
-    let root = std::fs::read_to_string(&pebble.ca_root).expect("pebble root");
+    let pebble = pebble_for_pods(&cluster, ns, 8443, 8080).await;
     let recorder = Recorder::start(NODE_IP).await;
-    cluster.apply(ns, &pebble_root_config_map(&root)).await;
     cluster.apply(ns, &acme_pod(&pebble, &recorder.url)).await;
     let pod = cluster
         .wait_json(Some(ns), &["pod", "chat"], POD_START, |p| {
@@ -129,6 +124,8 @@ async fn cert_secret_and_acme_secret_store_work_under_the_charts_role_without_a_
         )
         .await;
 
+    described_with_the_certificate_obtained_event(&cluster, ns, "chat").await;
+
     let user = format!("system:serviceaccount:{ns}:chat");
     let requests = audit_requests(&cluster, &user);
     let forbidden: Vec<&Value> = requests
@@ -156,6 +153,25 @@ async fn cert_secret_and_acme_secret_store_work_under_the_charts_role_without_a_
     );
 }
 
+/// Awaits `kubectl describe pod` listing CertificateObtained among the pod's Events.
+async fn described_with_the_certificate_obtained_event(cluster: &Cluster, ns: &str, pod: &str) {
+    let deadline = tokio::time::Instant::now() + POD_START;
+    loop {
+        let described = cluster
+            .kubectl_ok(&["-n", ns, "describe", "pod", pod])
+            .await;
+        let events = described.split("Events:").nth(1).unwrap_or("");
+        if events.contains("CertificateObtained") {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no CertificateObtained in `kubectl describe pod` within {POD_START:?}:\n{described}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// The audit events of requests made by `user`.
 fn audit_requests(cluster: &Cluster, user: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(cluster.audit_log()).expect("the apiserver's audit log");
@@ -163,15 +179,6 @@ fn audit_requests(cluster: &Cluster, user: &str) -> Vec<Value> {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|e| e["user"]["username"] == user)
         .collect()
-}
-
-fn pebble_root_config_map(root: &str) -> String {
-    serde_json::json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": { "name": "pebble-root" },
-        "data": { "root.pem": root },
-    })
-    .to_string()
 }
 
 fn acme_pod(pebble: &Pebble, recorder: &str) -> String {
@@ -186,7 +193,7 @@ fn acme_pod(pebble: &Pebble, recorder: &str) -> String {
         mounts: "        - { name: pebble-root, mountPath: /pebble, readOnly: true }\n",
         volumes: "    - name: pebble-root\n      configMap: { name: pebble-root }\n",
     };
-    pod.yaml(
+    pod.yaml_with_identity(
         "chat",
         "app: chat",
         "chat",

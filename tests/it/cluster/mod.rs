@@ -7,6 +7,8 @@
 //! - `rotation`: a mounted TLS Secret updated while a WebSocket stays open.
 //! - `api_access`: `--cert-secret` and `--acme-store secret:` under the chart's Role.
 //! - `contract`: `scripts/cluster` without a usable Go says how to install it.
+//! - `dual_stack`: the echo over the pod's IPv6 address (acceptance 4).
+//! - `events`: `kubectl describe pod` shows the sidecar's CertificateObtained (acceptance 5).
 //! - `realness`: the cluster refuses, routes, isolates and terminates as Kubernetes does.
 //! - `webhook_acme`: the ACME example's first certificate behind its LoadBalancer (issue 14).
 //! - `webhook_refusals`: the apiserver relays the injector's refusals and warnings (issue 14).
@@ -14,6 +16,7 @@
 
 mod api_access;
 mod contract;
+mod dual_stack;
 mod install;
 mod realness;
 mod rotation;
@@ -21,7 +24,27 @@ mod webhook_acme;
 mod webhook_refusals;
 mod webhook_rollout;
 
-use crate::support::cluster::{SIDECAR_IMAGE, yaml_string};
+use crate::support::cluster::{Cluster, NODE_IP, SIDECAR_IMAGE, yaml_string};
+use crate::support::pebble::{Pebble, PebbleOptions};
+
+/// Pebble on the Node's bridge address, where pods reach it, validating on `tls_port` and
+/// `http_port`; its root goes into ConfigMap `pebble-root` in `ns`, for `--acme-ca-root`.
+pub async fn pebble_for_pods(cluster: &Cluster, ns: &str, tls_port: u16, http_port: u16) -> Pebble {
+    let options = PebbleOptions {
+        tls_port,
+        http_port,
+        eab: None,
+    };
+    let pebble = Pebble::start_on(NODE_IP, options).await;
+    let root = std::fs::read_to_string(&pebble.ca_root).expect("pebble root");
+    let config_map = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": { "name": "pebble-root" },
+        "data": { "root.pem": root },
+    });
+    cluster.apply(ns, &config_map.to_string()).await;
+    pebble
+}
 
 /// A pod running the sidecar (a native sidecar, as the injector writes it) in front of the
 /// demo echo app, with `args` after `proxy --upstream 127.0.0.1:8080`. Its readiness is the
@@ -44,6 +67,30 @@ pub struct SidecarPod<'a> {
 impl SidecarPod<'_> {
     /// The pod's YAML; see [`sidecar_pod`].
     pub fn yaml(&self, name: &str, labels: &str, service_account: &str, args: &[&str]) -> String {
+        self.render(name, labels, service_account, args, false)
+    }
+
+    /// [`SidecarPod::yaml`] with `POD_NAME` and `POD_UID` (downward API) in the sidecar's env,
+    /// as the injector writes them, so its Events name the pod by uid and
+    /// `kubectl describe pod` shows them.
+    pub fn yaml_with_identity(
+        &self,
+        name: &str,
+        labels: &str,
+        service_account: &str,
+        args: &[&str],
+    ) -> String {
+        self.render(name, labels, service_account, args, true)
+    }
+
+    fn render(
+        &self,
+        name: &str,
+        labels: &str,
+        service_account: &str,
+        args: &[&str],
+        pod_identity: bool,
+    ) -> String {
         let args: Vec<String> = ["proxy", "--upstream=127.0.0.1:8080"]
             .iter()
             .chain(args)
@@ -53,6 +100,11 @@ impl SidecarPod<'_> {
             String::new()
         } else {
             format!("      volumeMounts:\n{}", self.mounts)
+        };
+        let identity = if pod_identity {
+            "        - name: POD_NAME\n          valueFrom: { fieldRef: { fieldPath: metadata.name } }\n        - name: POD_UID\n          valueFrom: { fieldRef: { fieldPath: metadata.uid } }\n"
+        } else {
+            ""
         };
         let volumes = if self.volumes.is_empty() {
             String::new()
@@ -76,7 +128,7 @@ spec:
       env:
         - name: POD_NAMESPACE
           valueFrom: {{ fieldRef: {{ fieldPath: metadata.namespace }} }}
-      ports:
+{identity}      ports:
         - {{ name: wss, containerPort: 8443 }}
         - {{ name: wss-admin, containerPort: 9090 }}
       readinessProbe:

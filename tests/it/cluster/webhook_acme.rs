@@ -13,19 +13,19 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::cluster::{Cluster, NODE_IP, POD_START, pod_ip, str_at, ws_connect_retrying};
-use crate::support::pebble::{Pebble, PebbleOptions};
+use crate::support::cluster::{
+    ChartRelease, Cluster, POD_START, pod_ip, str_at, ws_connect_retrying,
+};
+use crate::support::pebble::Pebble;
 use crate::support::proxy::Metrics;
 use crate::support::{assert_echo, client_config, http_get, install_crypto_provider, wait_until};
 
-use super::SidecarPod;
+use super::{SidecarPod, pebble_for_pods};
 
 /// The name the example orders, resolved by Pebble's DNS.
 const NAME: &str = "echo.acme.test";
 /// An address of the cluster's load-balancer range that no Service has: nothing listens.
 const NOWHERE: &str = "10.250.0.250";
-/// How long the chart's injector may take to come up.
-const INSTALL: Duration = Duration::from_secs(300);
 /// The app container must start this soon after its pod: never held back by the CA.
 const APP_START: Duration = Duration::from_secs(15);
 /// From the DNS fix to the certificate served (acceptance 2).
@@ -45,14 +45,14 @@ enum Challenge {
 async fn first_certificate_behind_the_load_balancer_by_tls_alpn_01_and_http_01() {
     install_crypto_provider();
     let cluster = Cluster::shared().await;
-    let release = Release::install(&cluster).await;
+    let release = ChartRelease::install(&cluster, "wss-system", &[]).await;
     for challenge in [Challenge::TlsAlpn01, Challenge::Http01] {
-        let pebble = pebble().await;
         let prefix = match challenge {
             Challenge::TlsAlpn01 => "echo-acme-tls",
             Challenge::Http01 => "echo-acme-http",
         };
         let ns = cluster.namespace(prefix).await;
+        let pebble = pebble_for_pods(&cluster, &ns.name, 443, 80).await;
         let deployed = std::time::Instant::now();
         let ip = deploy(&cluster, &ns.name, &pebble, challenge).await;
         pebble.set_a(NAME, &ip.to_string()).await;
@@ -83,10 +83,10 @@ async fn first_certificate_behind_the_load_balancer_by_tls_alpn_01_and_http_01()
 async fn dns_pointing_nowhere_submits_nothing_and_the_fix_needs_no_back_off() {
     install_crypto_provider();
     let cluster = Cluster::shared().await;
-    let release = Release::install(&cluster).await;
-    let pebble = pebble().await;
-    pebble.set_a(NAME, NOWHERE).await;
+    let release = ChartRelease::install(&cluster, "wss-system", &[]).await;
     let ns = cluster.namespace("echo-acme").await;
+    let pebble = pebble_for_pods(&cluster, &ns.name, 443, 80).await;
+    pebble.set_a(NAME, NOWHERE).await;
     let ip = deploy(&cluster, &ns.name, &pebble, Challenge::TlsAlpn01).await;
 
     // The replica that orders counts its failing self-checks, and logs why.
@@ -143,15 +143,8 @@ async fn dns_pointing_nowhere_submits_nothing_and_the_fix_needs_no_back_off() {
 async fn hand_written_replicas_behind_the_load_balancer_get_one_certificate() {
     install_crypto_provider();
     let cluster = Cluster::shared().await;
-    let pebble = pebble().await;
     let ns = cluster.namespace("acme-by-hand").await;
-    let root = std::fs::read_to_string(&pebble.ca_root).expect("pebble root");
-    let config_map = serde_json::json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": { "name": "pebble-root" },
-        "data": { "root.pem": root },
-    });
-    cluster.apply(&ns.name, &config_map.to_string()).await;
+    let pebble = pebble_for_pods(&cluster, &ns.name, 443, 80).await;
     // The example's ServiceAccount, Role, RoleBinding and Service; not its Deployment.
     let example = example(&ns.name, &pebble, Challenge::TlsAlpn01);
     let others: Vec<&str> = example
@@ -198,81 +191,9 @@ async fn hand_written_replicas_behind_the_load_balancer_get_one_certificate() {
     }
 }
 
-/// Pebble on the Node's address, validating on the ports a public CA dials.
-async fn pebble() -> Pebble {
-    Pebble::start_on(
-        NODE_IP,
-        PebbleOptions {
-            tls_port: 443,
-            http_port: 80,
-            eab: None,
-        },
-    )
-    .await
-}
-
-/// The chart installed in a namespace of its own; uninstalled when dropped, also when the test
-/// fails (the webhook, with failurePolicy Fail, is cluster-wide).
-struct Release {
-    helm: std::path::PathBuf,
-    kubeconfig: std::path::PathBuf,
-    ns: crate::support::cluster::Namespace,
-}
-
-impl Release {
-    async fn install(cluster: &Cluster) -> Release {
-        let ns = cluster.namespace("wss-system").await;
-        let chart = cluster.root().join("helm/wss-sidecar");
-        let timeout = format!("{}s", INSTALL.as_secs());
-        let release = Release {
-            helm: cluster.root().join("target/cluster/bin/helm"),
-            kubeconfig: cluster.kubeconfig(),
-            ns,
-        };
-        cluster
-            .helm_ok(&[
-                "install",
-                "wss-sidecar",
-                chart.to_str().expect("utf-8 path"),
-                "-n",
-                &release.ns.name,
-                "--wait",
-                "--timeout",
-                &timeout,
-            ])
-            .await;
-        cluster
-            .wait_ready_pods(&release.ns.name, "wss-sidecar.io/injector=true", 2)
-            .await;
-        release
-    }
-}
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        let status = std::process::Command::new(&self.helm)
-            .args(["uninstall", "wss-sidecar", "-n", &self.ns.name, "--wait"])
-            .env("KUBECONFIG", &self.kubeconfig)
-            .status();
-        if !status.as_ref().is_ok_and(|s| s.success()) {
-            eprintln!(
-                "helm uninstall wss-sidecar -n {} failed: {status:?}",
-                self.ns.name
-            );
-        }
-    }
-}
-
-/// Applies the example in `ns`, pointed at `pebble`, answering `challenge`; returns the
+/// Applies the example in `ns` (where `pebble`'s root is), pointed at `pebble`, answering `challenge`; returns the
 /// Service's LoadBalancer address.
 async fn deploy(cluster: &Cluster, ns: &str, pebble: &Pebble, challenge: Challenge) -> IpAddr {
-    let root = std::fs::read_to_string(&pebble.ca_root).expect("pebble root");
-    let config_map = serde_json::json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": { "name": "pebble-root" },
-        "data": { "root.pem": root },
-    });
-    cluster.apply(ns, &config_map.to_string()).await;
     cluster.apply(ns, &example(ns, pebble, challenge)).await;
     cluster.load_balancer_ip(ns, "echo-acme").await
 }

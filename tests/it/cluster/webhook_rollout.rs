@@ -21,7 +21,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::support::cluster::{Cluster, POD_START, items, str_at};
+use crate::support::cluster::{ChartRelease, Cluster, POD_START, items, str_at};
 use crate::support::{LeafSpec, TestCa, client_config, install_crypto_provider, ws_upgrade};
 
 /// WebSockets held open through the rollout (acceptance 3).
@@ -52,32 +52,8 @@ async fn webhook_rollout_restart_fails_no_connection_in_plain_mode() {
 async fn rollout_restart_fails_no_connection(mode: &str) {
     install_crypto_provider();
     let cluster = Cluster::shared().await;
-    let system = cluster.namespace("wss-system").await;
-    let chart = cluster.root().join("helm/wss-sidecar");
-    let chart = chart.to_str().expect("utf-8 path");
     let mode_value = format!("sidecar.mode={mode}");
-    cluster
-        .helm_ok(&[
-            "install",
-            "wss-sidecar",
-            chart,
-            "-n",
-            &system.name,
-            "--set",
-            &mode_value,
-            "--wait",
-            "--timeout",
-            "5m",
-        ])
-        .await;
-    let _uninstall = Uninstall {
-        helm: cluster.root().join("target/cluster/bin/helm"),
-        kubeconfig: cluster.kubeconfig(),
-        namespace: system.name.clone(),
-    };
-    cluster
-        .wait_ready_pods(&system.name, "wss-sidecar.io/injector=true", 2)
-        .await;
+    let _release = ChartRelease::install(&cluster, "wss-system", &["--set", &mode_value]).await;
 
     let echo = cluster.namespace("rollout").await;
     let ns = echo.name.as_str();
@@ -208,25 +184,6 @@ async fn rollout_restart_fails_no_connection(mode: &str) {
         tally.new_ok.load(Ordering::SeqCst) > 0,
         "no connection went through: {report}"
     );
-}
-
-/// `helm uninstall` on the way out, pass or fail: the webhook is cluster-wide.
-struct Uninstall {
-    helm: std::path::PathBuf,
-    kubeconfig: std::path::PathBuf,
-    namespace: String,
-}
-
-impl Drop for Uninstall {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new(&self.helm)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .args(["uninstall", "wss-sidecar", "-n", &self.namespace, "--wait"])
-            .args(["--timeout", "3m"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
 }
 
 /// Where clients connect.

@@ -297,6 +297,63 @@ impl Drop for Namespace {
     }
 }
 
+/// How long `helm install --wait` of the chart may take.
+pub const CHART_INSTALL: Duration = Duration::from_secs(300);
+
+/// The chart installed as release `wss-sidecar` in a namespace of its own, uninstalled on drop
+/// (the webhook is cluster-wide: the `cluster-webhook` test group runs one such test at a time).
+pub struct ChartRelease {
+    helm: PathBuf,
+    kubeconfig: PathBuf,
+    /// The release's namespace.
+    pub ns: Namespace,
+}
+
+impl ChartRelease {
+    /// `helm install --wait` with `args` added (e.g. `--set`), then waits for both injector
+    /// replicas to be Ready.
+    pub async fn install(cluster: &Cluster, prefix: &str, args: &[&str]) -> ChartRelease {
+        let release = ChartRelease {
+            helm: cluster.dir.join("bin/helm"),
+            kubeconfig: cluster.kubeconfig(),
+            ns: cluster.namespace(prefix).await,
+        };
+        let chart = cluster.root().join("helm/wss-sidecar");
+        let timeout = format!("{}s", CHART_INSTALL.as_secs());
+        let mut install = vec![
+            "install",
+            "wss-sidecar",
+            chart.to_str().expect("utf-8 path"),
+            "-n",
+            &release.ns.name,
+            "--wait",
+            "--timeout",
+            &timeout,
+        ];
+        install.extend_from_slice(args);
+        cluster.helm_ok(&install).await;
+        cluster
+            .wait_ready_pods(&release.ns.name, "wss-sidecar.io/injector=true", 2)
+            .await;
+        release
+    }
+}
+
+impl Drop for ChartRelease {
+    fn drop(&mut self) {
+        let status = std::process::Command::new(&self.helm)
+            .args(["uninstall", "wss-sidecar", "-n", &self.ns.name, "--wait"])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .status();
+        if !status.as_ref().is_ok_and(|s| s.success()) {
+            eprintln!(
+                "helm uninstall wss-sidecar -n {} failed: {status:?}",
+                self.ns.name
+            );
+        }
+    }
+}
+
 /// The `items` of a list object.
 pub fn items(list: &Value) -> &[Value] {
     list.get("items")
