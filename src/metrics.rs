@@ -6,6 +6,18 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+mod connection;
+mod injector;
+
+use crate::forward::{CloseReason, ConnectError, HeadFailure, Refusal};
+use crate::tls::HandshakeError;
+
+pub use connection::{ConnectionMetrics, Negotiated};
+pub use injector::{Decision, InjectorMetrics};
+
+/// The `reason` of `connections_refused_total` when `--max-connections` are open (the only one).
+pub const REFUSED_AT_LIMIT: &str = "limit";
+
 /// A label set with one `reason` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
@@ -60,9 +72,13 @@ pub struct AcmeMetrics {
     pub self_check_failures: Family<Reason, Counter>,
 }
 
+/// The `reason` words of `acme_self_check_failures_total` (`CheckError::reason` in
+/// `acme::self_check`), created at zero.
+const SELF_CHECK_REASONS: [&str; 5] = ["dns", "connect", "tls", "http", "wrong_answer"];
+
 impl AcmeMetrics {
     fn register(registry: &mut Registry) -> Self {
-        Self {
+        let metrics = Self {
             orders: register(registry, "acme_orders", "ACME orders placed, by result"),
             next_renewal: register(
                 registry,
@@ -89,7 +105,12 @@ impl AcmeMetrics {
                 "acme_self_check_failures",
                 "Self-checks of our names that failed before asking the CA to validate, by reason",
             ),
+        };
+        for result in ["success", "failure"] {
+            let _ = metrics.orders.get_or_create(&Outcome { result });
         }
+        zeroed(&metrics.self_check_failures, &SELF_CHECK_REASONS);
+        metrics
     }
 }
 
@@ -98,7 +119,7 @@ struct Direction {
     direction: &'static str,
 }
 
-/// Every metric the proxy exports, under the `wss_sidecar_` prefix.
+/// Every metric the proxy and the injector export, under the `wss_sidecar_` prefix.
 pub struct Metrics {
     registry: Registry,
     /// Client connections currently open.
@@ -129,6 +150,10 @@ pub struct Metrics {
     pub cert_last_reload: Family<Source, Gauge>,
     /// ACME certificate management.
     pub acme: AcmeMetrics,
+    /// Handshake, connect and lifetime histograms; handshakes by what they negotiated.
+    pub connection: ConnectionMetrics,
+    /// The injector's admission decisions and latency (zero in the proxy).
+    pub injector: InjectorMetrics,
 }
 
 impl Metrics {
@@ -187,10 +212,20 @@ impl Metrics {
             "cert_last_reload_success_timestamp_seconds",
             "When each source last published a certificate, in seconds since the epoch",
         );
+        zeroed(&connections_refused, &[REFUSED_AT_LIMIT]);
+        zeroed(&handshake_failures, &HandshakeError::FAILURE_REASONS);
+        zeroed(&upstream_connect_failures, &ConnectError::REASONS);
+        zeroed(&connections_closed, &CloseReason::REASONS);
+        zeroed(&connections_rejected, &[Refusal::NOT_ALLOWED]);
+        zeroed(&connections_rejected, &HeadFailure::REASONS);
         let acme = AcmeMetrics::register(&mut registry);
+        let connection = ConnectionMetrics::register(&mut registry);
+        let injector = InjectorMetrics::register(&mut registry);
         Self {
             registry,
             acme,
+            connection,
+            injector,
             connections_open,
             connections,
             connections_refused,
@@ -217,6 +252,15 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Creates the series of every fixed `reason` of `family` at zero, so that they exist before the
+/// first event and `rate()`/`increase()` see that event (a series born at 1 shows no increase):
+/// "Avoid missing metrics", Prometheus' instrumentation practices.
+fn zeroed(family: &Family<Reason, Counter>, reasons: &[&'static str]) {
+    for &reason in reasons {
+        let _ = family.get_or_create(&Reason { reason });
     }
 }
 
@@ -255,5 +299,29 @@ mod tests {
             text.contains("wss_sidecar_bytes_total{direction=\"client_to_upstream\"} 0"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn fixed_label_values_and_histograms_exist_before_any_event() {
+        let text = Metrics::new().encode();
+        for sample in [
+            "wss_sidecar_handshake_failures_total{reason=\"acme_no_challenge\"} 0",
+            "wss_sidecar_upstream_connect_failures_total{reason=\"dns\"} 0",
+            "wss_sidecar_connections_refused_total{reason=\"limit\"} 0",
+            "wss_sidecar_connections_rejected_total{reason=\"not_allowed\"} 0",
+            "wss_sidecar_connections_rejected_total{reason=\"head_io\"} 0",
+            "wss_sidecar_connections_closed_total{reason=\"upstream_error\"} 0",
+            "wss_sidecar_acme_orders_total{result=\"failure\"} 0",
+            "wss_sidecar_acme_self_check_failures_total{reason=\"wrong_answer\"} 0",
+            "wss_sidecar_injector_admissions_total{decision=\"denied\",reason=\"pod_check\"} 0",
+            "wss_sidecar_handshake_duration_seconds_count 0",
+            "wss_sidecar_upstream_connect_duration_seconds_bucket{le=\"0.0001\"} 0",
+            "wss_sidecar_connection_duration_seconds_bucket{le=\"86400.0\"} 0",
+            "wss_sidecar_injector_review_duration_seconds_bucket{le=\"+Inf\"} 0",
+        ] {
+            assert!(text.contains(sample), "no {sample}:\n{text}");
+        }
+        // Negotiated TLS parameters are open-ended: no series until a handshake.
+        assert!(!text.contains("wss_sidecar_handshakes_total"), "{text}");
     }
 }

@@ -42,9 +42,9 @@ mod tests {
     const TTL: Duration = Duration::from_secs(30);
 
     fn store(lease: &Arc<MemLease>) -> Arc<dyn AcmeStore> {
-        let secret = Arc::new(MemSecret::default());
         SecretStore::new(
-            secret,
+            MemSecret::existing(),
+            MemSecret::existing(),
             Arc::clone(lease),
             "https://ca/dir",
             &["a.test".into()],
@@ -57,7 +57,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn renews_while_held_and_stops_when_another_holder_took_it() {
-        let lease = Arc::new(MemLease::default());
+        let lease = MemLease::existing();
         let store = store(&lease);
         assert!(store.try_lock("a", TTL).await.unwrap());
         let keeping = tokio::spawn(keep(Arc::clone(&store), "a".into(), TTL));
@@ -74,7 +74,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn gives_up_before_the_lock_could_lapse_when_it_cannot_renew() {
-        let lease = Arc::new(MemLease::default());
+        let lease = MemLease::existing();
         let store = store(&lease);
         assert!(store.try_lock("a", TTL).await.unwrap());
         lease.down.store(true, Ordering::SeqCst);

@@ -3,7 +3,8 @@
 //!
 //! - `config`: what the manager is told (names, CA, store, challenge, timing).
 //! - [`store`]: what is kept and shared, behind the [`AcmeStore`] trait; `dir_store` keeps
-//!   it in a directory, `secret_store` in a Kubernetes Secret with a Lease as the lock.
+//!   it in a directory, `secret_store` in a Kubernetes Secret with a Lease as the lock (the
+//!   account in a Secret of its own, `secret_account`; all three made beforehand).
 //! - `manager`: the renewal loop (lock, order, back-off); `schedule` its timing;
 //!   `lock` keeps the ordering lock while an order runs.
 //! - `order`: one order with instant-acme; `cert_info`: what renewal reads from a cert.
@@ -27,5 +28,5 @@ pub use challenge::ChallengeResponder;
 pub use config::{AcmeConfig, ChallengeKind, SelfCheckConfig, StoreLocation};
 pub use dir_store::DirStore;
 pub use manager::Manager;
-pub use secret_store::SecretStore;
+pub use secret_store::{SecretStore, account_secret_name};
 pub use store::{AcmeStore, StoreError};

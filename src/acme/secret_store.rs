@@ -1,12 +1,24 @@
-//! The ACME store as one Kubernetes Secret, with a Lease of the same name as the ordering lock:
-//! the replicas of a Deployment share one account, one certificate and one back-off, and every
-//! replica answers the CA's validation from the Secret's pending answers.
+//! The ACME store as a Kubernetes Secret, the account in a Secret of its own, and a Lease of
+//! the store's name as the ordering lock: the replicas of a Deployment share one account, one
+//! certificate and one back-off, and every replica answers the CA's validation from the
+//! Secret's pending answers.
 //!
-//! The Secret is of type `kubernetes.io/tls`: `tls.crt` / `tls.key` hold the issued pair (other
-//! workloads may mount it), beside `acme-scope.json` (the directory URL and names: state kept for
-//! another CA or name set is never used), `acme-account.json`, `acme-state.json` and
-//! `acme-challenges.json`. Every write goes through the crate's one Secret write
-//! ([`crate::k8s::modify`]): a read-modify-write naming the version it read, retried on a 409.
+//! The store Secret is of type `kubernetes.io/tls`: `tls.crt` / `tls.key` hold the issued pair
+//! (other workloads, an Ingress, may mount it), beside `acme-scope.json` (the directory URL and
+//! names: state kept for another CA or name set is never used), `acme-state.json` and
+//! `acme-challenges.json`. The account key is never in it: it is in `NAME-account`
+//! ([`account_secret_name`]), with the directory it belongs to, so that sharing the TLS pair
+//! never shares the account. A store written before the split still has `acme-account.json`:
+//! the first read of the account moves it (writes the account Secret, then removes the key),
+//! so no new account is created.
+//!
+//! The three objects are made beforehand (the chart's `sidecarAccess`, or by hand): creating
+//! Secrets cannot be limited to a name in RBAC, and the app container holds the sidecar's
+//! token, so a Role allowing `create` would let the app create any Secret (a service-account
+//! token Secret the token controller fills, pkg/controller/serviceaccount/tokens_controller.go)
+//! and read it. A missing one is [`StoreError::Missing`], naming it and how to create it. Every
+//! write goes through the crate's one Secret write ([`crate::k8s::modify_existing`]): a
+//! read-modify-write naming the version it read, retried on a 409.
 //!
 //! A watch keeps a local copy for reads, so handshakes look challenge answers up without an API
 //! call, and a miss reads afresh only while an order is pending. The manager's polls read the
@@ -25,18 +37,19 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use self::account::Object;
+pub use self::account::account_secret_name;
 use super::store::{AcmeStore, ChallengeAnswer, RenewalState, StoreError, StoredCert};
 use crate::clock::epoch_seconds;
 use crate::k8s::{
-    self, ApiError, LeaseApi, SecretApi, SecretData, SecretEvent, Versioned, WriteError, Written,
+    self, ApiError, LeaseApi, SecretApi, SecretData, SecretEvent, SecretWrite, Versioned, Written,
     lease,
 };
 
-/// The Secret's type: the issued pair is an ordinary TLS Secret's.
-const SECRET_TYPE: &str = "kubernetes.io/tls";
 const TLS_CRT: &str = "tls.crt";
 const TLS_KEY: &str = "tls.key";
 const SCOPE: &str = "acme-scope.json";
+/// The account credentials: in the account Secret (and, before the split, in the store's).
 const ACCOUNT: &str = "acme-account.json";
 const STATE: &str = "acme-state.json";
 const CHALLENGES: &str = "acme-challenges.json";
@@ -60,7 +73,8 @@ struct Scope {
 /// The store's content, decoded.
 #[derive(Debug, Clone, Default)]
 struct Doc {
-    account: Option<Vec<u8>>,
+    /// `acme-account.json` of a store written before the account had its own Secret.
+    legacy_account: Option<Vec<u8>>,
     cert: Option<StoredCert>,
     state: RenewalState,
     challenges: Vec<ChallengeAnswer>,
@@ -75,9 +89,11 @@ enum Cache {
     Known(Option<Versioned<SecretData>>),
 }
 
-/// The state of one certificate in a Secret, and its Lease.
+/// The state of one certificate in a Secret, its account in another, and its Lease.
 pub struct SecretStore<S: SecretApi, L: LeaseApi> {
     secret: S,
+    /// The account Secret ([`account_secret_name`]).
+    account: S,
     lease: L,
     scope: Scope,
     cache: Mutex<Cache>,
@@ -93,13 +109,21 @@ pub struct SecretStore<S: SecretApi, L: LeaseApi> {
 }
 
 impl<S: SecretApi, L: LeaseApi> SecretStore<S, L> {
-    /// The store for `names` from `directory_url` in the Secret behind `secret`, locked by the
-    /// Lease behind `lease`. Call [`SecretStore::spawn_watch`] to follow other replicas' writes.
-    pub fn new(secret: S, lease: L, directory_url: &str, names: &[String]) -> Arc<Self> {
+    /// The store for `names` from `directory_url` in the Secret behind `secret`, its account
+    /// in the Secret behind `account`, locked by the Lease behind `lease`. Call
+    /// [`SecretStore::spawn_watch`] to follow other replicas' writes.
+    pub fn new(
+        secret: S,
+        account: S,
+        lease: L,
+        directory_url: &str,
+        names: &[String],
+    ) -> Arc<Self> {
         let mut names = names.to_vec();
         names.sort();
         Arc::new(Self {
             secret,
+            account,
             lease,
             scope: Scope {
                 directory: directory_url.to_string(),
@@ -184,8 +208,12 @@ impl<S: SecretApi, L: LeaseApi> SecretStore<S, L> {
         }
     }
 
+    /// The store's content; [`StoreError::Missing`] when its Secret does not exist.
     async fn load(&self) -> Result<Doc, StoreError> {
-        self.decoded(self.current().await?)
+        match self.current().await? {
+            Some(secret) => self.decode(&secret.value, true),
+            None => Err(self.missing(Object::Store)),
+        }
     }
 
     fn decoded(&self, secret: Option<Versioned<SecretData>>) -> Result<Doc, StoreError> {
@@ -224,7 +252,7 @@ impl<S: SecretApi, L: LeaseApi> SecretStore<S, L> {
             _ => None,
         };
         Ok(Doc {
-            account: data.get(ACCOUNT).filter(|b| !b.is_empty()).cloned(),
+            legacy_account: data.get(ACCOUNT).filter(|b| !b.is_empty()).cloned(),
             cert,
             state: self.parse(data, STATE, strict)?.unwrap_or_default(),
             challenges: self.parse(data, CHALLENGES, strict)?.unwrap_or_default(),
@@ -275,7 +303,6 @@ impl<S: SecretApi, L: LeaseApi> SecretStore<S, L> {
             .unwrap_or_default();
         Ok([
             (SCOPE.to_string(), self.json(&self.scope)?),
-            (ACCOUNT.to_string(), doc.account.clone().unwrap_or_default()),
             (STATE.to_string(), self.json(&doc.state)?),
             (CHALLENGES.to_string(), self.json(&doc.challenges)?),
             (TLS_CRT.to_string(), cert),
@@ -285,26 +312,28 @@ impl<S: SecretApi, L: LeaseApi> SecretStore<S, L> {
     }
 
     /// Applies `change` to the Secret's current content and writes it through the shared
-    /// read-modify-write ([`crate::k8s::modify`]): on a 409 it reads again and re-applies
-    /// `change`, so no other writer's update is lost. Creates the Secret when it does not exist.
+    /// read-modify-write ([`crate::k8s::modify_existing`]): on a 409 it reads again and
+    /// re-applies `change`, so no other writer's update is lost. Never creates the Secret.
+    /// An account key left from before the split stays until [`Self::load_account`] moved it
+    /// (`change` clearing `legacy_account` removes it), unless it belongs to another scope.
     async fn modify(&self, change: impl Fn(&mut Doc)) -> Result<(), StoreError> {
         let current = self.current().await?;
-        let apply = |data: Option<&SecretData>| {
-            let mut doc = match data {
-                Some(data) => self.decode(data, false)?,
-                None => Doc::default(),
-            };
+        let apply = |data: &SecretData| {
+            let mut doc = self.decode(data, false)?;
             change(&mut doc);
-            self.encode(&doc).map(Some)
+            let mut write = SecretWrite::from(self.encode(&doc)?);
+            if doc.legacy_account.is_none() && data.contains_key(ACCOUNT) {
+                write.remove.push(ACCOUNT.to_string());
+            }
+            Ok(Some(write))
         };
-        match k8s::modify(&self.secret, SECRET_TYPE, current, apply).await {
+        match k8s::modify_existing(&self.secret, current, apply).await {
             Ok(Written::Changed(secret)) => {
                 self.remember(Some(secret));
                 Ok(())
             }
             Ok(Written::Unchanged(_)) => Ok(()),
-            Err(WriteError::Api(err)) => Err(self.api_error(err)),
-            Err(WriteError::Change(err)) => Err(err),
+            Err(err) => Err(self.write_error(Object::Store, err)),
         }
     }
 }
@@ -312,12 +341,11 @@ impl<S: SecretApi, L: LeaseApi> SecretStore<S, L> {
 #[async_trait::async_trait]
 impl<S: SecretApi, L: LeaseApi> AcmeStore for SecretStore<S, L> {
     async fn load_account(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.load().await?.account)
+        self.account_moving_old().await
     }
 
     async fn save_account(&self, credentials: &[u8]) -> Result<(), StoreError> {
-        let credentials = (!credentials.is_empty()).then(|| credentials.to_vec());
-        self.modify(|doc| doc.account = credentials.clone()).await
+        self.write_account_dropping_old(credentials).await
     }
 
     async fn load_cert(&self) -> Result<Option<StoredCert>, StoreError> {
@@ -356,8 +384,9 @@ impl<S: SecretApi, L: LeaseApi> AcmeStore for SecretStore<S, L> {
         // renews every third of `ttl` and stops ordering once two thirds passed without a
         // renewal (acme/lock.rs), so a renewal bounded by a third of `ttl` always lets it stop
         // before another replica may take the Lease (each API call is bounded as well).
-        let acquire = lease::try_acquire(&self.lease, holder, secs, now);
+        let acquire = lease::try_acquire_existing(&self.lease, holder, secs, now);
         let acquired = match tokio::time::timeout(ttl / 3, acquire).await {
+            Ok(Err(ApiError::NotFound(_))) => return Err(self.missing(Object::Lease)),
             Ok(result) => result.map_err(|source| StoreError::Api {
                 what: what(),
                 source,
@@ -421,6 +450,9 @@ impl<S: SecretApi, L: LeaseApi> AcmeStore for SecretStore<S, L> {
         Ok(self.decoded(secret)?.challenges)
     }
 }
+
+#[path = "secret_account.rs"]
+mod account;
 
 #[cfg(test)]
 #[path = "secret_store_tests.rs"]

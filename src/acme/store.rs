@@ -25,6 +25,21 @@ pub enum StoreError {
         /// The error.
         source: crate::k8s::ApiError,
     },
+    /// The store's Secret or Lease does not exist. The sidecar never creates them (creating
+    /// Secrets cannot be limited to a name, so a Role allowing it would let the app create
+    /// any Secret): they are made beforehand, by the chart's `sidecarAccess` or by hand.
+    #[error(
+        "acme store: {kind} {what} does not exist; the sidecar does not create it: create it \
+         beforehand (the chart's sidecarAccess acmeStores does), e.g. `{create}`"
+    )]
+    Missing {
+        /// `Secret` or `Lease`.
+        kind: &'static str,
+        /// `namespace/name`.
+        what: String,
+        /// A command that creates it.
+        create: String,
+    },
     /// Stored data did not parse (hand-edited, or written by an incompatible version).
     #[error("acme store: {what} is damaged: {message}")]
     Corrupt {

@@ -47,8 +47,9 @@ pub struct AcmeArgs {
 
     /// Where ACME state (account, key, certificate, renewal state, pending challenges) is kept:
     /// a directory (shared by replicas through a volume), or `secret:[NAMESPACE/]NAME`, a
-    /// Secret read and written through the Kubernetes API with a Lease of the same name
-    /// deciding which replica orders. Replicas sharing a store order once between them.
+    /// Secret read and written through the Kubernetes API, the account in the Secret
+    /// NAME-account, with a Lease NAME deciding which replica orders; all three must exist (the
+    /// sidecar creates none). Replicas sharing a store order once between them.
     #[arg(
         long,
         env = "WSS_SIDECAR_ACME_STORE",
@@ -238,9 +239,17 @@ impl AcmeArgs {
 fn store_location(value: &str) -> Result<StoreLocation, ConfigError> {
     const FLAG: &str = "--acme-store";
     if let Some(secret) = value.strip_prefix("secret:") {
-        return crate::k8s::ObjectRef::parse(secret)
-            .map(StoreLocation::Secret)
-            .map_err(|why| ConfigError::new(FLAG, format!("secret:{secret}: {why}")));
+        let store = crate::k8s::ObjectRef::parse(secret)
+            .map_err(|why| ConfigError::new(FLAG, format!("secret:{secret}: {why}")))?;
+        // The account lives in NAME-account, which must be a valid name too.
+        let account = crate::acme::account_secret_name(&store.name);
+        crate::k8s::ObjectRef::parse(&account).map_err(|why| {
+            ConfigError::new(
+                FLAG,
+                format!("secret:{secret}: the account Secret {why}; use a shorter name"),
+            )
+        })?;
+        return Ok(StoreLocation::Secret(store));
     }
     let dir = PathBuf::from(value);
     if value.is_empty() {

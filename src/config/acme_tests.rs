@@ -217,3 +217,16 @@ fn the_self_check_is_on_by_default_and_can_be_pointed_or_skipped() {
     );
     assert_eq!(cfg.self_check.timeout, Duration::from_secs(30));
 }
+
+#[test]
+fn a_secret_store_name_leaves_room_for_its_account_secret() {
+    // 245 characters (four labels of 60, then the last), and one more.
+    let labels = format!("{0}.{0}.{0}.{0}.", "a".repeat(60));
+    let longest = format!("secret:{labels}a");
+    assert!(parse(&["--acme-domain", "a.test", "--acme-store", &longest]).is_ok());
+    let too_long = format!("secret:{labels}aa");
+    let err = parse(&["--acme-domain", "a.test", "--acme-store", &too_long]).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("--acme-store"), "{text}");
+    assert!(text.contains("the account Secret"), "{text}");
+}

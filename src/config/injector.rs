@@ -13,6 +13,7 @@ use super::cli::LogArgs;
 use super::proxy::{ProxyArgs, proxy_command};
 use crate::injector::annotations::check_defaults;
 use crate::injector::container::INJECTED_DEFAULTS;
+use crate::injector::skew::SidecarRelease;
 use crate::injector::version::RequestedMode;
 use crate::injector::{
     Config, ProxyFlags, ProxyLine, SelfManaged, ServingCert, SidecarMode, SidecarTemplate,
@@ -83,9 +84,17 @@ pub struct InjectorArgs {
     #[arg(long, env = "WSS_SIDECAR_ADMIN_LISTEN", default_value = "[::]:9090")]
     pub admin_listen: SocketAddr,
 
-    /// Image of the injected container (normally the injector's own image).
-    #[arg(long, env = "WSS_SIDECAR_SIDECAR_IMAGE", default_value = concat!("wss-sidecar:", env!("CARGO_PKG_VERSION")))]
+    /// Image of the injected container (normally the injector's own image), fully qualified:
+    /// a short name means docker.io/library/…, and CRI-O may refuse short names.
+    #[arg(long, env = "WSS_SIDECAR_SIDECAR_IMAGE", default_value = concat!("ghcr.io/wss-sidecar/wss-sidecar:", env!("CARGO_PKG_VERSION")))]
     pub sidecar_image: String,
+
+    /// The wss-sidecar release the sidecar image runs (e.g. 0.1.0), for an image whose tag is
+    /// not its version (a digest, a custom tag). Default: the tag when it is a version, else
+    /// the injector's own (with a warning). Flags, probes and hooks the release lacks are left
+    /// out, or refused when a pod's annotation or a --sidecar-default asks for them.
+    #[arg(long, env = "WSS_SIDECAR_SIDECAR_VERSION")]
+    pub sidecar_version: Option<String>,
 
     /// imagePullPolicy of the injected container.
     #[arg(long, env = "WSS_SIDECAR_SIDECAR_IMAGE_PULL_POLICY", default_value = "IfNotPresent", value_parser = ["Always", "IfNotPresent", "Never"])]
@@ -103,9 +112,11 @@ pub struct InjectorArgs {
     )]
     pub sidecar_mode: RequestedMode,
 
-    /// User and group ID the sidecar runs as (never root).
-    #[arg(long, env = "WSS_SIDECAR_SIDECAR_UID", default_value_t = 65532, value_parser = clap::value_parser!(i64).range(1..))]
-    pub sidecar_uid: i64,
+    /// User and group ID the sidecar runs as (never root); `none` leaves
+    /// runAsUser/runAsGroup out, so the image's USER applies under `runAsNonRoot: true`
+    /// (OpenShift's restricted-v2 SCC assigns its own UID and rejects a fixed one).
+    #[arg(long, env = "WSS_SIDECAR_SIDECAR_UID", default_value = "65532", value_parser = parse_sidecar_uid)]
+    pub sidecar_uid: SidecarUid,
 
     /// CPU request of the injected container (a Kubernetes quantity; empty: none).
     #[arg(long, env = "WSS_SIDECAR_SIDECAR_CPU_REQUEST", default_value = "10m", value_parser = parse_quantity)]
@@ -172,6 +183,12 @@ impl InjectorArgs {
                 .map(|(k, v)| (k.to_string(), v))
                 .collect()
         };
+        let mut release =
+            SidecarRelease::resolve(&self.sidecar_image, self.sidecar_version.as_deref())
+                .map_err(|e| ConfigError::new(e.flag, e.message))?;
+        let defaults = release
+            .defaults(&INJECTED_DEFAULTS, self.sidecar_defaults)
+            .map_err(|e| ConfigError::new(e.flag, e.message))?;
         let template = SidecarTemplate {
             image: self.sidecar_image,
             pull_policy: self.sidecar_image_pull_policy,
@@ -180,7 +197,7 @@ impl InjectorArgs {
                 RequestedMode::Plain => SidecarMode::Plain,
                 RequestedMode::Auto | RequestedMode::Native => SidecarMode::Native,
             },
-            uid: self.sidecar_uid,
+            uid: self.sidecar_uid.0,
             requests: pick([
                 ("cpu", self.sidecar_cpu_request),
                 ("memory", self.sidecar_memory_request),
@@ -191,14 +208,11 @@ impl InjectorArgs {
             ]),
             // The injector's own defaults first: a `--sidecar-default` of the same flag, then an
             // annotation, replaces them (later entries win in `sidecar_args`).
-            defaults: INJECTED_DEFAULTS
-                .iter()
-                .map(|(f, v)| (f.to_string(), v.to_string()))
-                .chain(self.sidecar_defaults)
-                .collect(),
+            defaults,
             flags,
             // Until the server's version says otherwise (`injector::version`).
             prestop_sleep: true,
+            release,
         };
         Ok(Config {
             listen: self.listen,
@@ -268,6 +282,23 @@ fn parse_quantity(value: &str) -> Result<String, String> {
     }
 }
 
+/// The `--sidecar-uid` value: a UID, or none (the image's USER).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SidecarUid(pub Option<i64>);
+
+/// `--sidecar-uid`: an ID of 1 or more, or `none`/empty for none.
+fn parse_sidecar_uid(value: &str) -> Result<SidecarUid, String> {
+    if value.is_empty() || value == "none" {
+        return Ok(SidecarUid(None));
+    }
+    match value.parse::<i64>() {
+        Ok(uid) if uid >= 1 => Ok(SidecarUid(Some(uid))),
+        _ => Err(format!(
+            "expected a user ID of 1 or more (never root), or none for the image's USER, got {value:?}"
+        )),
+    }
+}
+
 /// `FLAG=VALUE`, the flag without its leading dashes.
 fn parse_default(value: &str) -> Result<(String, String), String> {
     let (flag, val) = value
@@ -293,6 +324,16 @@ mod tests {
         }
         for bad in ["lots", "Mi", "1.2.3", "-1", "64MB"] {
             assert!(parse_quantity(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sidecar_uids_are_positive_or_none() {
+        assert_eq!(parse_sidecar_uid("65532"), Ok(SidecarUid(Some(65532))));
+        assert_eq!(parse_sidecar_uid("none"), Ok(SidecarUid(None)));
+        assert_eq!(parse_sidecar_uid(""), Ok(SidecarUid(None)));
+        for bad in ["0", "-1", "root", "1.5"] {
+            assert!(parse_sidecar_uid(bad).is_err(), "{bad}");
         }
     }
 

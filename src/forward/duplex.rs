@@ -45,15 +45,26 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Every word [`reason`](Self::reason) gives: the metric's series are created at zero
+    /// from these.
+    pub const REASONS: [&'static str; 6] = [
+        "closed",
+        "idle_timeout",
+        "half_close_timeout",
+        "drain",
+        "client_error",
+        "upstream_error",
+    ];
+
     /// A short word for the `connections_closed_total{reason}` metric.
     pub fn reason(&self) -> &'static str {
         match self {
-            CloseReason::Closed => "closed",
-            CloseReason::IdleTimeout => "idle_timeout",
-            CloseReason::HalfCloseTimeout => "half_close_timeout",
-            CloseReason::Drain => "drain",
-            CloseReason::ClientError(_) => "client_error",
-            CloseReason::UpstreamError(_) => "upstream_error",
+            CloseReason::Closed => Self::REASONS[0],
+            CloseReason::IdleTimeout => Self::REASONS[1],
+            CloseReason::HalfCloseTimeout => Self::REASONS[2],
+            CloseReason::Drain => Self::REASONS[3],
+            CloseReason::ClientError(_) => Self::REASONS[4],
+            CloseReason::UpstreamError(_) => Self::REASONS[5],
         }
     }
 }

@@ -36,14 +36,24 @@ pub enum HeadFailure {
 }
 
 impl HeadFailure {
+    /// Every word [`reason`](Self::reason) gives: the metric's series are created at zero
+    /// from these.
+    pub const REASONS: [&'static str; 5] = [
+        "malformed_head",
+        "head_too_large",
+        "head_timeout",
+        "head_eof",
+        "head_io",
+    ];
+
     /// A short word for the `connections_rejected_total{reason}` metric.
     pub fn reason(&self) -> &'static str {
         match self {
-            HeadFailure::Malformed(_) => "malformed_head",
-            HeadFailure::TooLarge => "head_too_large",
-            HeadFailure::Timeout => "head_timeout",
-            HeadFailure::Eof => "head_eof",
-            HeadFailure::Io(_) => "head_io",
+            HeadFailure::Malformed(_) => Self::REASONS[0],
+            HeadFailure::TooLarge => Self::REASONS[1],
+            HeadFailure::Timeout => Self::REASONS[2],
+            HeadFailure::Eof => Self::REASONS[3],
+            HeadFailure::Io(_) => Self::REASONS[4],
         }
     }
 }

@@ -10,6 +10,7 @@ mod request_head;
 mod upstream;
 
 pub use duplex::{CloseReason, Counters, Timeouts, forward};
-pub use preamble::{ClientConfig, ForwardedHeaders, Preamble};
+pub use head_reader::HeadFailure;
+pub use preamble::{ClientConfig, ForwardedHeaders, Preamble, Refusal};
 pub use proxy_protocol::ProxyProtocol;
-pub use upstream::{Upstream, UpstreamStream, connect};
+pub use upstream::{ConnectError, Upstream, UpstreamStream, connect};

@@ -62,10 +62,13 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The word for [`Refusal::NotAllowed`]; the others are [`HeadFailure::REASONS`].
+    pub const NOT_ALLOWED: &'static str = "not_allowed";
+
     /// A short word for the `connections_rejected_total{reason}` metric.
     pub fn reason(&self) -> &'static str {
         match self {
-            Refusal::NotAllowed => "not_allowed",
+            Refusal::NotAllowed => Self::NOT_ALLOWED,
             Refusal::Head(failure) => failure.reason(),
         }
     }

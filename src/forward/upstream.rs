@@ -120,13 +120,17 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
+    /// Every word [`reason`](Self::reason) gives: the metric's series are created at zero
+    /// from these.
+    pub const REASONS: [&'static str; 4] = ["refused", "timeout", "dns", "io"];
+
     /// A short word for the `upstream_connect_failures_total{reason}` metric.
     pub fn reason(&self) -> &'static str {
         match self {
-            ConnectError::Refused => "refused",
-            ConnectError::Timeout => "timeout",
-            ConnectError::Resolve(_) => "dns",
-            ConnectError::Io(_) => "io",
+            ConnectError::Refused => Self::REASONS[0],
+            ConnectError::Timeout => Self::REASONS[1],
+            ConnectError::Resolve(_) => Self::REASONS[2],
+            ConnectError::Io(_) => Self::REASONS[3],
         }
     }
 

@@ -33,11 +33,27 @@ pub fn answer<B>(req: &Request<B>, readiness: &Readiness) -> Option<Response<Bod
 }
 
 /// Set by the ACME manager while the answers to an order in flight are in its store, where
-/// this replica's challenge responder finds them.
+/// this replica's challenge responder finds them; and while the store's Secret or Lease does
+/// not exist (the readiness reason says so).
 #[derive(Debug, Default)]
-pub struct AcmeAnswering(AtomicBool);
+pub struct AcmeAnswering(AtomicBool, AtomicBool);
+
+/// `/readyz`'s reason while the ACME store's objects are missing (the log names them and the
+/// command that makes them).
+pub const NOT_READY_STORE_MISSING: &str =
+    "the ACME store's Secret or Lease does not exist: create it (the log says how)";
 
 impl AcmeAnswering {
+    /// Records whether the ACME store's Secret or Lease is missing.
+    pub fn set_store_missing(&self, missing: bool) {
+        self.1.store(missing, Ordering::SeqCst);
+    }
+
+    /// Whether the ACME store's Secret or Lease is missing.
+    pub fn store_missing(&self) -> bool {
+        self.1.load(Ordering::SeqCst)
+    }
+
     /// Whether this replica can answer the CA's validation now.
     pub fn get(&self) -> bool {
         self.0.load(Ordering::SeqCst)
@@ -129,6 +145,9 @@ impl Readiness {
         }
         if self.acme.get() {
             return Ok(READY_SOLVING);
+        }
+        if self.acme.store_missing() {
+            return Err(NOT_READY_STORE_MISSING);
         }
         Err("no valid certificate loaded")
     }

@@ -4,6 +4,8 @@
 //! There is no hand-written list of flags: the valid annotations are the long flags of the
 //! proxy's clap definition ([`ProxyFlags`]), so a flag added to the proxy is an annotation at
 //! once, and a value clap would refuse at start-up is refused here, at `kubectl apply` time.
+//! When the sidecar image is an older release, [`super::skew`] first refuses the flags that
+//! release lacks, from its recorded list.
 //!
 //! Values: a switch takes `"true"` or `"false"`; a repeatable flag takes a comma-separated list
 //! (`wss-sidecar.io/cert-dir: "/a,/b"` → `--cert-dir=/a --cert-dir=/b`); any other flag takes

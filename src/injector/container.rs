@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::annotations::{SidecarArgs, TLS_MOUNT_PATH};
 use super::flags::ProxyFlags;
 use super::mounts::MountSource;
+use super::skew::SidecarRelease;
 
 /// How the sidecar joins the pod (`--sidecar-mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -40,10 +41,11 @@ pub const ADMIN_PORT_NAME: &str = "wss-admin";
 /// Prefixed like the others so it never clashes with an app's own `http` port.
 pub const HTTP_PORT_NAME: &str = "wss-http";
 
-/// The startup probe (`/startupz`: listeners bound, certificate sources started) waits for a
-/// start, never for a CA: probed every second, so the app starts within about a second of the
-/// sidecar, and restarted after 30 s without binding its ports. (An ACME order runs while the
-/// pod is started; `/readyz` says when it has a certificate.)
+/// The startup probe (`/startupz`: listeners bound, certificate sources started; `/healthz` on
+/// a 0.1.0 sidecar, see `skew`) waits for a start, never for a CA: probed every second, so the
+/// app starts within about a second of the sidecar, and restarted after 30 s without binding
+/// its ports. (An ACME order runs while the pod is started; `/readyz` says when it has a
+/// certificate.)
 const STARTUP_PERIOD_SECONDS: i32 = 1;
 const STARTUP_FAILURE_THRESHOLD: i32 = 30;
 
@@ -69,8 +71,8 @@ pub struct SidecarTemplate {
     pub pull_policy: String,
     /// Native sidecar or plain container.
     pub mode: SidecarMode,
-    /// User and group ID.
-    pub uid: i64,
+    /// User and group ID; `None` leaves both out (the image's USER, OpenShift's assigned UID).
+    pub uid: Option<i64>,
     /// Requests, by resource name; empty values are left out.
     pub requests: BTreeMap<String, String>,
     /// Limits, by resource name; empty values are left out.
@@ -81,6 +83,8 @@ pub struct SidecarTemplate {
     pub flags: &'static ProxyFlags,
     /// The API server knows the `preStop: sleep` action (1.30+): app containers get one.
     pub prestop_sleep: bool,
+    /// The sidecar image's release: the flags, startup probe and preStop hook it understands.
+    pub release: SidecarRelease,
 }
 
 impl SidecarTemplate {
@@ -118,24 +122,31 @@ impl SidecarTemplate {
             // and the sidecar gets SIGTERM only after the app has exited (`killContainer` runs
             // the preStop, then `waitForTurn`: pkg/kubelet/kuberuntime/kuberuntime_container.go,
             // kuberuntime_termination_order.go): the hook starts the lame duck at deletion. Without an admin port, SIGTERM starts it. `exec`: no shell needed.
-            lifecycle: args.admin_port.map(|port| Lifecycle {
-                pre_stop: Some(LifecycleHandler {
-                    exec: Some(ExecAction {
-                        command: Some(vec![
-                            BINARY.into(),
-                            "lame-duck".into(),
-                            format!("--admin=127.0.0.1:{port}"),
-                        ]),
+            // A release without the `lame-duck` command gets no hook (`skew`).
+            lifecycle: args
+                .admin_port
+                .filter(|_| self.release.lame_duck_hook())
+                .map(|port| Lifecycle {
+                    pre_stop: Some(LifecycleHandler {
+                        exec: Some(ExecAction {
+                            command: Some(vec![
+                                BINARY.into(),
+                                "lame-duck".into(),
+                                format!("--admin=127.0.0.1:{port}"),
+                            ]),
+                        }),
+                        ..Default::default()
                     }),
                     ..Default::default()
                 }),
-                ..Default::default()
-            }),
-            startup_probe: native.then(|| probe("/startupz")).flatten().map(|p| Probe {
-                period_seconds: Some(STARTUP_PERIOD_SECONDS),
-                failure_threshold: Some(STARTUP_FAILURE_THRESHOLD),
-                ..p
-            }),
+            startup_probe: native
+                .then(|| probe(self.release.startup_path()))
+                .flatten()
+                .map(|p| Probe {
+                    period_seconds: Some(STARTUP_PERIOD_SECONDS),
+                    failure_threshold: Some(STARTUP_FAILURE_THRESHOLD),
+                    ..p
+                }),
             readiness_probe: probe("/readyz"),
             liveness_probe: probe("/healthz"),
             resources: Some(ResourceRequirements {
@@ -152,8 +163,8 @@ impl SidecarTemplate {
     fn security_context(&self) -> SecurityContext {
         SecurityContext {
             run_as_non_root: Some(true),
-            run_as_user: Some(self.uid),
-            run_as_group: Some(self.uid),
+            run_as_user: self.uid,
+            run_as_group: self.uid,
             read_only_root_filesystem: Some(true),
             allow_privilege_escalation: Some(false),
             privileged: Some(false),

@@ -56,6 +56,9 @@ pub fn inject(pod: &Pod, namespace: &str, template: &SidecarTemplate) -> Result<
         return Ok(Outcome::Skipped("already injected"));
     }
 
+    template
+        .release
+        .check_annotations(&annotations, template.flags)?;
     let args = annotations::sidecar_args(&annotations, &template.defaults, template.flags)?;
     let stop = stop_plan(pod, &args.args, template)?;
     let container = to_value(&template.container(&args))?;
@@ -99,13 +102,21 @@ pub fn inject(pod: &Pod, namespace: &str, template: &SidecarTemplate) -> Result<
         STATUS,
         Value::String(INJECTED.into()),
     );
+    // The same key as a label, for selectors: the chart's PodMonitor scrapes injected pods by it.
+    patch.add_to_map(
+        &["metadata", "labels"],
+        meta.labels.is_some(),
+        STATUS,
+        Value::String(INJECTED.into()),
+    );
     Ok(match patch.finish() {
         Some(patch) => Outcome::Patched(patch),
         None => Outcome::Skipped("nothing to add"),
     })
 }
 
-/// The admission warnings about how the injected pod stops: a grace period shorter than the
+/// The admission warnings about how the injected pod starts and stops: what an older sidecar
+/// release goes without (`skew`: its lame duck, `/startupz`), a grace period shorter than the
 /// sidecar's lame duck and drain, or no app `preStop: sleep` on a server older than 1.30.
 /// Empty for a pod `inject` skips or denies.
 pub fn stop_warnings(pod: &Pod, template: &SidecarTemplate) -> Vec<String> {
@@ -114,9 +125,15 @@ pub fn stop_warnings(pod: &Pod, template: &SidecarTemplate) -> Vec<String> {
     else {
         return Vec::new();
     };
-    stop_plan(pod, &args.args, template)
-        .map(|plan| plan.warnings)
-        .unwrap_or_default()
+    let Ok(plan) = stop_plan(pod, &args.args, template) else {
+        return Vec::new();
+    };
+    template
+        .release
+        .warning()
+        .into_iter()
+        .chain(plan.warnings)
+        .collect()
 }
 
 /// How the injected pod stops.

@@ -12,6 +12,7 @@
 //! - `webhook`: the webhook's HTTPS handler, on the crate's one small-HTTP server.
 //! - [`selfcert`]: the self-managed serving certificate (Secret + Lease + `caBundle`).
 //! - [`version`]: the API server's version → native or plain sidecars, app `preStop: sleep`.
+//! - [`skew`]: the sidecar image's release → the flags, probes and hooks it understands.
 
 pub mod annotations;
 pub(crate) mod checks;
@@ -23,6 +24,7 @@ pub(crate) mod mounts;
 pub(crate) mod patch;
 pub(crate) mod review;
 pub mod selfcert;
+pub mod skew;
 pub mod version;
 pub(crate) mod webhook;
 
@@ -31,7 +33,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use config::{Config, SelfManaged, ServingCert};
 pub use container::{SidecarMode, SidecarTemplate};
@@ -116,11 +118,19 @@ pub async fn run(
         stop.child_token(),
     );
     let image = config.template.image.clone();
+    let release = &config.template.release;
+    if let Some(why) = release.assumed() {
+        warn!(image = %image, "sidecar release: {why}");
+    }
+    if let Some(changes) = release.warning() {
+        warn!(image = %image, sidecar.version = %release.version(), "{changes}");
+    }
     let mut template = config.template;
     version::adapt(&mut template, config.sidecar_mode).await;
     let state = Arc::new(webhook::WebhookState {
         template: Arc::new(template),
         readiness: Arc::clone(&readiness),
+        metrics: Arc::clone(&metrics),
     });
     let serve_stop = stop.child_token();
     let https_addr = listeners.https.local_addr().ok();
@@ -159,14 +169,7 @@ async fn spawn_self_managed(
     let client = crate::k8s::client::connect()
         .await
         .map_err(RunError::NoKubernetes)?;
-    let namespace = &managed.namespace;
-    let objects = Objects::kube(
-        client,
-        namespace,
-        &managed.secret,
-        &managed.lease,
-        &managed.webhook_name,
-    );
+    let namespace = managed.namespace.clone();
     let service = &managed.service_name;
     let names = vec![
         service.clone(),
@@ -178,7 +181,16 @@ async fn spawn_self_managed(
     let publisher = store.register("self-managed");
     info!(secret = %managed.secret, lease = %managed.lease, identity = %identity,
           "managing the injector's own serving certificate");
-    Manager::new(objects, identity, names, publisher).spawn(stop);
+    let managed = managed.clone();
+    tokio::spawn(async move {
+        let (secret, lease, webhook) = (&managed.secret, &managed.lease, &managed.webhook_name);
+        let owned = Objects::kube_owned(client, &namespace, secret, lease, webhook, &stop).await;
+        if let Some(objects) = owned {
+            let _ = Manager::new(objects, identity, names, publisher)
+                .spawn(stop)
+                .await;
+        }
+    });
     Ok(())
 }
 

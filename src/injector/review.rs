@@ -15,27 +15,39 @@ use super::annotations::{Denial, sidecar_args};
 use super::checks;
 use super::container::SidecarTemplate;
 use super::inject::{Outcome, inject, stop_warnings};
+use crate::metrics::Decision;
 
-/// Answers one `AdmissionReview` request body with a response body.
-pub fn review(body: &[u8], template: &SidecarTemplate) -> Vec<u8> {
-    let response = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
-        Err(err) => AdmissionResponse::invalid(format!("not an AdmissionReview of a Pod: {err}")),
+/// Answers one `AdmissionReview` request body with a response body, and says what was decided
+/// (for the `injector_admissions_total` metric).
+pub fn review(body: &[u8], template: &SidecarTemplate) -> (Vec<u8>, Decision) {
+    let invalid = Decision::DENIED_INVALID_REVIEW;
+    let (response, decision) = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
+        Err(err) => (
+            AdmissionResponse::invalid(format!("not an AdmissionReview of a Pod: {err}")),
+            invalid,
+        ),
         Ok(review) => match TryInto::<AdmissionRequest<Pod>>::try_into(review) {
-            Err(_) => AdmissionResponse::invalid("the AdmissionReview has no request"),
+            Err(_) => (
+                AdmissionResponse::invalid("the AdmissionReview has no request"),
+                invalid,
+            ),
             Ok(request) => respond(&request, template),
         },
     };
-    encode(response.into_review())
+    (encode(response.into_review()), decision)
 }
 
-fn respond(request: &AdmissionRequest<Pod>, template: &SidecarTemplate) -> AdmissionResponse {
+fn respond(
+    request: &AdmissionRequest<Pod>,
+    template: &SidecarTemplate,
+) -> (AdmissionResponse, Decision) {
     let allowed = AdmissionResponse::from(request);
     let Some(pod) = request
         .object
         .as_ref()
         .filter(|_| request.operation == Operation::Create)
     else {
-        return allowed;
+        return (allowed, Decision::ALLOWED);
     };
     let namespace = request
         .namespace
@@ -56,12 +68,12 @@ fn respond(request: &AdmissionRequest<Pod>, template: &SidecarTemplate) -> Admis
                 reason = why,
                 "not injected"
             );
-            allowed
+            (allowed, Decision::ALLOWED)
         }
         Ok(Outcome::Patched(patch)) => match pod_checks(pod, template) {
             Err(denial) => {
                 info!(pod.namespace = namespace, pod.name = name, reason = %denial, "denied");
-                allowed.deny(denial)
+                (allowed.deny(denial), Decision::DENIED_POD_CHECK)
             }
             Ok(warnings) => match allowed.clone().with_patch(patch) {
                 Ok(mut patched) => {
@@ -73,14 +85,18 @@ fn respond(request: &AdmissionRequest<Pod>, template: &SidecarTemplate) -> Admis
                     );
                     // Shown by kubectl as `Warning: …` (AdmissionResponse.warnings).
                     patched.warnings = (!warnings.is_empty()).then_some(warnings);
-                    patched
+                    (patched, Decision::PATCHED)
                 }
-                Err(err) => allowed.deny(format!("wss-sidecar injector: {err}")),
+                Err(err) => (
+                    allowed.deny(format!("wss-sidecar injector: {err}")),
+                    Decision::DENIED_INTERNAL,
+                ),
             },
         },
+        // The annotations do not make a sidecar (or, never seen, the sidecar does not encode).
         Err(denial) => {
             info!(pod.namespace = namespace, pod.name = name, reason = %denial, "denied");
-            allowed.deny(denial)
+            (allowed.deny(denial), Decision::DENIED_ANNOTATION)
         }
     }
 }
@@ -125,8 +141,10 @@ mod tests {
     #[test]
     fn garbage_gets_an_invalid_response() {
         let template = crate::injector::default_config().template;
-        let value: Value = serde_json::from_slice(&review(b"{nope", &template)).unwrap();
+        let (body, decision) = review(b"{nope", &template);
+        let value: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(value["response"]["allowed"], false);
+        assert_eq!(decision, Decision::DENIED_INVALID_REVIEW);
         assert_eq!(value["kind"], "AdmissionReview");
     }
 }

@@ -9,6 +9,7 @@ use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -16,6 +17,7 @@ use super::container::SidecarTemplate;
 use super::review::review;
 use crate::http::reply::{Body, text, typed};
 use crate::http::{self, Limits, Readiness, health};
+use crate::metrics::{Decision, Metrics};
 
 /// The API server sends one review per pod creation over a few kept-alive connections: more
 /// concurrent connections than this is not the API server. A TLS handshake or a request head
@@ -41,6 +43,8 @@ pub struct WebhookState {
     pub template: Arc<SidecarTemplate>,
     /// Readiness, for `/readyz`.
     pub readiness: Arc<Readiness>,
+    /// Where admission decisions and review latency are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Serves HTTPS on `listener` until `stop`, then lets requests in flight finish.
@@ -82,26 +86,42 @@ async fn answer(req: Request<Incoming>, state: &WebhookState) -> Response<Body> 
             "not found: POST /mutate, GET /healthz or /readyz\n",
         );
     }
+    let started = Instant::now();
+    let (response, decision) = mutate(req, state).await;
+    let injector = &state.metrics.injector;
+    injector.count(decision);
+    injector
+        .review_duration
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Reads and answers one `POST /mutate`.
+async fn mutate(req: Request<Incoming>, state: &WebhookState) -> (Response<Body>, Decision) {
     let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
         .collect()
         .await
     {
         Ok(body) => body.to_bytes(),
         Err(err) => {
-            return text(
+            let answer = text(
                 StatusCode::BAD_REQUEST,
                 format!("cannot read the request body: {err}\n"),
             );
+            return (answer, Decision::DENIED_INVALID_REVIEW);
         }
     };
     // A review parses up to 3 MiB of JSON and every annotation with clap (no DNS: `upstream`
     // is checked for syntax only): keep that CPU work off the async workers.
     let template = Arc::clone(&state.template);
     match tokio::task::spawn_blocking(move || review(&body, &template)).await {
-        Ok(answer) => typed(StatusCode::OK, "application/json", answer),
-        Err(err) => text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the review failed: {err}\n"),
+        Ok((answer, decision)) => (typed(StatusCode::OK, "application/json", answer), decision),
+        Err(err) => (
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the review failed: {err}\n"),
+            ),
+            Decision::DENIED_INTERNAL,
         ),
     }
 }

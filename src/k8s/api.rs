@@ -86,6 +86,16 @@ pub trait SecretApi: Send + Sync + 'static {
         &self,
         data: SecretData,
         based_on: &str,
+    ) -> impl Future<Output = Result<Versioned<SecretData>, ApiError>> + Send {
+        self.patch(data, Vec::new(), based_on)
+    }
+    /// As [`SecretApi::update`], and removes the keys in `remove` (`null` in the merge patch,
+    /// RFC 7386).
+    fn patch(
+        &self,
+        data: SecretData,
+        remove: Vec<String>,
+        based_on: &str,
     ) -> impl Future<Output = Result<Versioned<SecretData>, ApiError>> + Send;
     /// Follows the Secret: its state first, then every change, across reconnects.
     fn watch(&self) -> BoxStream<'static, SecretEvent>;
@@ -103,12 +113,26 @@ pub trait LeaseApi: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), ApiError>> + Send;
 }
 
+/// A MutatingWebhookConfiguration as far as its `caBundle`s go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookBundles {
+    /// `metadata.uid`: what an ownerReference to the configuration names ("" when unknown).
+    pub uid: String,
+    /// Each webhook's `name` and `clientConfig.caBundle` (base64-decoded PEM), in order.
+    pub webhooks: Vec<(String, Option<Vec<u8>>)>,
+}
+
 /// One MutatingWebhookConfiguration's `caBundle`s; [`super::client::KubeWebhook`] is the real
 /// one.
 pub trait WebhookApi: Send + Sync + 'static {
-    /// The `caBundle` of every webhook in the configuration (base64-decoded PEM).
-    fn ca_bundles(&self) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>, ApiError>> + Send;
-    /// Sets the `caBundle` of every webhook in the configuration to `pem`, replacing the
-    /// version read: a concurrent edit is a conflict, not a lost update.
-    fn set_ca_bundle(&self, pem: Vec<u8>) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// The configuration's `caBundle`s, with the version a patch must name.
+    fn get(&self) -> impl Future<Output = Result<Versioned<WebhookBundles>, ApiError>> + Send;
+    /// Sets the `caBundle` of every webhook of `read` to `pem`, touching nothing else, if the
+    /// configuration is still at `read`'s version with the same webhooks in the same places;
+    /// [`ApiError::Conflict`] if not.
+    fn set_ca_bundle(
+        &self,
+        read: &Versioned<WebhookBundles>,
+        pem: Vec<u8>,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
 }

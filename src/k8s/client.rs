@@ -2,6 +2,7 @@
 //! the one client constructor: in-cluster service account or kubeconfig, as kube infers them.
 
 use std::future::{Future, ready};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -12,13 +13,14 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use super::api::{
     ApiError, LeaseApi, LeaseState, SecretApi, SecretData, SecretEvent, Versioned, WebhookApi,
+    WebhookBundles,
 };
 
 /// Longest one get, create, patch or replace may take. kube's client has no read timeout by
@@ -69,11 +71,13 @@ fn api_error(err: kube::Error) -> ApiError {
     }
 }
 
-/// Metadata for an object we write: its name, the version it replaces, and our label.
-fn meta(name: &str, based_on: Option<String>) -> ObjectMeta {
+/// Metadata for an object we write: its name, the version it replaces, our label, and its
+/// owner if it has one.
+fn meta(name: &str, based_on: Option<String>, owner: Option<&OwnerReference>) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.into()),
         resource_version: based_on,
+        owner_references: owner.map(|o| vec![o.clone()]),
         labels: Some(
             [(
                 "app.kubernetes.io/part-of".to_string(),
@@ -91,6 +95,7 @@ pub struct KubeSecret {
     api: Api<Secret>,
     namespace: String,
     name: String,
+    owner: Option<OwnerReference>,
 }
 
 impl KubeSecret {
@@ -100,7 +105,15 @@ impl KubeSecret {
             api: Api::namespaced(client, namespace),
             namespace: namespace.into(),
             name: name.into(),
+            owner: None,
         }
+    }
+
+    /// The same Secret, created and updated with `owner` as its one ownerReference (so it
+    /// is deleted with the owner), when there is one.
+    pub fn owned_by(mut self, owner: Option<OwnerReference>) -> Self {
+        self.owner = owner;
+        self
     }
 }
 
@@ -132,7 +145,7 @@ impl SecretApi for KubeSecret {
         data: SecretData,
     ) -> Result<Versioned<SecretData>, ApiError> {
         let secret = Secret {
-            metadata: meta(&self.name, None),
+            metadata: meta(&self.name, None, self.owner.as_ref()),
             type_: Some(type_.into()),
             data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
             ..Default::default()
@@ -142,21 +155,27 @@ impl SecretApi for KubeSecret {
         created.map(versioned)
     }
 
-    async fn update(
+    async fn patch(
         &self,
         data: SecretData,
+        remove: Vec<String>,
         based_on: &str,
     ) -> Result<Versioned<SecretData>, ApiError> {
         // A resourceVersion in a merge patch is a precondition: the API server answers 409
-        // unless the stored object is still at that version.
+        // unless the stored object is still at that version. A `null` removes a key (RFC 7386).
         let data: serde_json::Map<String, serde_json::Value> = data
             .into_iter()
             .map(|(k, v)| (k, serde_json::Value::String(BASE64.encode(v))))
+            .chain(remove.into_iter().map(|k| (k, serde_json::Value::Null)))
             .collect();
-        let patch = serde_json::json!({
+        let mut patch = serde_json::json!({
             "metadata": { "resourceVersion": based_on },
             "data": data,
         });
+        // A Secret created before it had an owner gets it with its next write.
+        if let Some(owner) = &self.owner {
+            patch["metadata"]["ownerReferences"] = serde_json::json!([owner]);
+        }
         let pp = PatchParams::default();
         let patched = bounded(
             "patch Secret",
@@ -202,6 +221,11 @@ impl SecretApi for KubeSecret {
 pub struct KubeLease {
     api: Api<Lease>,
     name: String,
+    owner: Option<OwnerReference>,
+    /// The metadata of the last read: a replace (a PUT, the whole object) carries its labels,
+    /// annotations and owners, so that it does not drop those whoever made the Lease set
+    /// (helm's ownership annotations and `helm.sh/resource-policy` on a pre-created Lease).
+    read_meta: Arc<Mutex<Option<ObjectMeta>>>,
 }
 
 impl KubeLease {
@@ -210,13 +234,23 @@ impl KubeLease {
         Self {
             api: Api::namespaced(client, namespace),
             name: name.into(),
+            owner: None,
+            read_meta: Arc::default(),
         }
+    }
+
+    /// The same Lease, written with `owner` as its one ownerReference, when there is one.
+    pub fn owned_by(mut self, owner: Option<OwnerReference>) -> Self {
+        self.owner = owner;
+        self
     }
 }
 
 impl LeaseApi for KubeLease {
     async fn get(&self) -> Result<Option<Versioned<LeaseState>>, ApiError> {
         let lease = bounded("get Lease", self.api.get_opt(&self.name)).await?;
+        *self.read_meta.lock().unwrap_or_else(|p| p.into_inner()) =
+            lease.as_ref().map(|l| l.metadata.clone());
         Ok(lease.map(|l| {
             let spec = l.spec.unwrap_or_default();
             Versioned {
@@ -234,8 +268,19 @@ impl LeaseApi for KubeLease {
         let replace = based_on.is_some();
         let renewed = Timestamp::from_second(lease.renewed_at)
             .map_err(|e| ApiError::Other(format!("lease time: {e}")))?;
+        let mut metadata = meta(&self.name, based_on, self.owner.as_ref());
+        let read = self
+            .read_meta
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let (true, Some(read)) = (replace, read) {
+            metadata.labels = read.labels.or(metadata.labels);
+            metadata.annotations = read.annotations;
+            metadata.owner_references = metadata.owner_references.or(read.owner_references);
+        }
         let object = Lease {
-            metadata: meta(&self.name, based_on),
+            metadata,
             spec: Some(LeaseSpec {
                 holder_identity: lease.holder,
                 renew_time: Some(MicroTime(renewed)),
@@ -270,29 +315,76 @@ impl KubeWebhook {
     }
 }
 
+impl KubeWebhook {
+    /// An ownerReference to the configuration as `read`, for the objects the injector creates
+    /// at run time: the garbage collector deletes them when the configuration goes (with
+    /// `helm uninstall`). A cluster-scoped owner may own namespaced dependents, never the
+    /// reverse (k8s.io/apimachinery pkg/apis/meta/v1/types.go, `OwnerReferences`: "Cluster-scoped
+    /// dependents can only specify cluster-scoped owners"). `None` without a uid.
+    pub fn owner_reference(&self, read: &Versioned<WebhookBundles>) -> Option<OwnerReference> {
+        (!read.value.uid.is_empty()).then(|| OwnerReference {
+            api_version: "admissionregistration.k8s.io/v1".into(),
+            kind: "MutatingWebhookConfiguration".into(),
+            name: self.name.clone(),
+            uid: read.value.uid.clone(),
+            // Not a controller, and no foreground-deletion blocking: the Secret and Lease
+            // simply go with the configuration.
+            controller: None,
+            block_owner_deletion: None,
+        })
+    }
+}
+
 impl WebhookApi for KubeWebhook {
-    async fn ca_bundles(&self) -> Result<Vec<Option<Vec<u8>>>, ApiError> {
+    async fn get(&self) -> Result<Versioned<WebhookBundles>, ApiError> {
         let config = bounded("get webhook configuration", self.api.get(&self.name)).await?;
-        Ok(config
-            .webhooks
-            .unwrap_or_default()
-            .into_iter()
-            .map(|w| w.client_config.ca_bundle.map(|b| b.0))
-            .collect())
+        Ok(Versioned {
+            resource_version: config.metadata.resource_version.unwrap_or_default(),
+            value: WebhookBundles {
+                uid: config.metadata.uid.unwrap_or_default(),
+                webhooks: config
+                    .webhooks
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|w| (w.name, w.client_config.ca_bundle.map(|b| b.0)))
+                    .collect(),
+            },
+        })
     }
 
-    async fn set_ca_bundle(&self, pem: Vec<u8>) -> Result<(), ApiError> {
-        // Read, change, replace with the version read (it is in the metadata read).
-        let mut config = bounded("get webhook configuration", self.api.get(&self.name)).await?;
-        for webhook in config.webhooks.iter_mut().flatten() {
-            webhook.client_config.ca_bundle = Some(ByteString(pem.clone()));
+    async fn set_ca_bundle(
+        &self,
+        read: &Versioned<WebhookBundles>,
+        pem: Vec<u8>,
+    ) -> Result<(), ApiError> {
+        // A JSON Patch (RFC 6902) of the caBundle fields alone: a typed PUT would drop every
+        // field k8s-openapi does not know. `test` pins each index to the webhook read there,
+        // and replacing resourceVersion with the one read makes the update conditional (the
+        // apiserver answers 409 when the stored object moved on). A failed `test` is a 422
+        // (apiserver pkg/endpoints/handlers/patch.go, `applyJSPatch`): a conflict here too.
+        let bundle = BASE64.encode(&pem);
+        let mut ops = vec![serde_json::json!(
+            {"op": "replace", "path": "/metadata/resourceVersion", "value": read.resource_version}
+        )];
+        for (i, (name, _)) in read.value.webhooks.iter().enumerate() {
+            ops.push(serde_json::json!({"op": "test", "path": format!("/webhooks/{i}/name"), "value": name}));
+            ops.push(serde_json::json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": bundle}));
         }
-        let pp = PostParams::default();
-        bounded(
-            "replace webhook configuration",
-            self.api.replace(&self.name, &pp, &config),
+        let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(ops))
+            .map_err(|e| ApiError::Other(format!("webhook caBundle patch: {e}")))?;
+        let pp = PatchParams::default();
+        let patched = tokio::time::timeout(
+            API_CALL_TIMEOUT,
+            self.api.patch(&self.name, &pp, &Patch::<()>::Json(patch)),
         )
-        .await
-        .map(drop)
+        .await;
+        match patched {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(kube::Error::Api(status))) if status.code == 422 => Err(ApiError::Conflict),
+            Ok(Err(err)) => Err(api_error(err)),
+            Err(_) => Err(ApiError::Other(format!(
+                "patch webhook configuration got no answer within {API_CALL_TIMEOUT:?}"
+            ))),
+        }
     }
 }

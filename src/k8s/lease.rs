@@ -1,6 +1,7 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease: take it when free or expired, renew it
 //! while held, hand it back when done. Every write names the version it read, so two
-//! candidates can never both believe they won.
+//! candidates can never both believe they won. [`try_acquire`] creates a missing Lease;
+//! [`try_acquire_existing`] needs it made beforehand (no Role then needs an unscoped `create`).
 
 use super::api::{ApiError, LeaseApi, LeaseState};
 
@@ -13,7 +14,30 @@ pub async fn try_acquire<L: LeaseApi>(
     duration_seconds: i64,
     now: i64,
 ) -> Result<bool, ApiError> {
+    acquire(api, holder, duration_seconds, now, true).await
+}
+
+/// As [`try_acquire`] for a Lease that must exist already: [`ApiError::NotFound`] when it does
+/// not. A Lease made with an empty spec is free (coordination validation,
+/// pkg/apis/coordination/validation/validation.go, ValidateLeaseSpec, requires no field).
+pub async fn try_acquire_existing<L: LeaseApi>(
+    api: &L,
+    holder: &str,
+    duration_seconds: i64,
+    now: i64,
+) -> Result<bool, ApiError> {
+    acquire(api, holder, duration_seconds, now, false).await
+}
+
+async fn acquire<L: LeaseApi>(
+    api: &L,
+    holder: &str,
+    duration_seconds: i64,
+    now: i64,
+    create: bool,
+) -> Result<bool, ApiError> {
     let based_on = match api.get().await? {
+        None if !create => return Err(ApiError::NotFound("the Lease".into())),
         None => None,
         Some(lease) => {
             let mine = lease.value.holder.as_deref() == Some(holder);

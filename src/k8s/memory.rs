@@ -19,6 +19,16 @@ pub struct MemSecret {
 }
 
 impl MemSecret {
+    /// A Secret made beforehand, empty (as the chart or `kubectl create` makes a store's).
+    pub fn existing() -> Arc<Self> {
+        let secret = Self::default();
+        *secret.object.lock().unwrap() = Some(Versioned {
+            resource_version: secret.bump(),
+            value: SecretData::new(),
+        });
+        Arc::new(secret)
+    }
+
     /// Sets `key` as another writer would (no version check).
     pub fn poke(&self, key: &str, value: &[u8]) {
         let mut object = self.object.lock().unwrap();
@@ -53,9 +63,10 @@ impl SecretApi for Arc<MemSecret> {
         *object = Some(created.clone());
         Ok(created)
     }
-    async fn update(
+    async fn patch(
         &self,
         data: SecretData,
+        remove: Vec<String>,
         based_on: &str,
     ) -> Result<Versioned<SecretData>, ApiError> {
         let mut object = self.object.lock().unwrap();
@@ -66,6 +77,9 @@ impl SecretApi for Arc<MemSecret> {
             return Err(ApiError::Conflict);
         }
         current.value.extend(data);
+        for key in remove {
+            current.value.remove(&key);
+        }
         current.resource_version = self.bump();
         Ok(current.clone())
     }
@@ -82,6 +96,20 @@ pub struct MemLease {
 }
 
 impl MemLease {
+    /// A Lease made beforehand, with an empty spec: nobody holds it.
+    pub fn existing() -> Arc<Self> {
+        let lease = Self::default();
+        *lease.slot.lock().unwrap() = Some(Versioned {
+            resource_version: "1".into(),
+            value: LeaseState {
+                holder: None,
+                renewed_at: 0,
+                duration_seconds: 0,
+            },
+        });
+        Arc::new(lease)
+    }
+
     /// Another candidate writes the Lease (no version check).
     pub fn take(&self, holder: &str, renewed_at: i64, duration_seconds: i64) {
         let mut slot = self.slot.lock().unwrap();

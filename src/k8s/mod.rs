@@ -15,7 +15,8 @@ pub(crate) mod write;
 
 pub use api::{
     ApiError, LeaseApi, LeaseState, SecretApi, SecretData, SecretEvent, Versioned, WebhookApi,
+    WebhookBundles,
 };
 pub use events::{Events, Reason};
 pub use target::ObjectRef;
-pub use write::{WriteError, Written, modify};
+pub use write::{SecretWrite, WriteError, Written, modify, modify_existing};

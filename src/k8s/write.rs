@@ -1,8 +1,10 @@
 //! The one way this crate writes a Secret: read-modify-write. A change is applied to the
 //! Secret as read and written with a merge patch naming the `resourceVersion` it was based on
-//! ([`SecretApi::update`]), or created when there is none. On a 409 the Secret is read again
-//! and the change applied afresh, after a random pause, so concurrent writers never lose each
-//! other's updates and writers that collided do not collide again at once.
+//! ([`SecretApi::patch`]), or, for [`modify`], created when there is none ([`modify_existing`]
+//! never creates: its Secret is made beforehand, so no Role needs an unscoped `create`). On a
+//! 409 the Secret is read again and the change applied afresh, after a random pause, so
+//! concurrent writers never lose each other's updates and writers that collided do not collide
+//! again at once.
 
 use std::time::Duration;
 
@@ -38,6 +40,24 @@ pub enum Written {
     Unchanged(Option<Versioned<SecretData>>),
 }
 
+/// What a change writes: keys to set, and keys to remove.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretWrite {
+    /// Keys set to these values; other keys are kept.
+    pub set: SecretData,
+    /// Keys removed.
+    pub remove: Vec<String>,
+}
+
+impl From<SecretData> for SecretWrite {
+    fn from(set: SecretData) -> Self {
+        Self {
+            set,
+            remove: Vec::new(),
+        }
+    }
+}
+
 /// Applies `change` to `current` (the Secret as the caller last read it, `None` when it does
 /// not exist) and writes the keys it returns; `Ok(None)` from `change` means nothing to write.
 /// A new Secret is created with type `type_`. On a conflict the Secret is read again and
@@ -45,21 +65,75 @@ pub enum Written {
 pub async fn modify<S, E, F>(
     secret: &S,
     type_: &str,
-    mut current: Option<Versioned<SecretData>>,
+    current: Option<Versioned<SecretData>>,
     mut change: F,
 ) -> Result<Written, WriteError<E>>
 where
     S: SecretApi,
     F: FnMut(Option<&SecretData>) -> Result<Option<SecretData>, E>,
 {
+    let change = |data: Option<&SecretData>| Ok(change(data)?.map(SecretWrite::from));
+    write(secret, Some(type_), current, change).await
+}
+
+/// As [`modify`] for a Secret that must exist already: never creates it, and answers
+/// [`ApiError::NotFound`] (naming `namespace/name`) when it is missing. `change` is only ever
+/// called with the Secret's content.
+pub async fn modify_existing<S, E, F>(
+    secret: &S,
+    current: Option<Versioned<SecretData>>,
+    mut change: F,
+) -> Result<Written, WriteError<E>>
+where
+    S: SecretApi,
+    F: FnMut(&SecretData) -> Result<Option<SecretWrite>, E>,
+{
+    let missing = || WriteError::Api(ApiError::NotFound(format!("Secret {}", secret.describe())));
+    let Some(current) = current else {
+        return Err(missing());
+    };
+    let mut absent = false;
+    let written = write(secret, None, Some(current), |data| match data {
+        Some(data) => change(data),
+        None => {
+            absent = true;
+            Ok(None)
+        }
+    })
+    .await?;
+    match written {
+        Written::Unchanged(None) => Err(missing()),
+        _ if absent => Err(missing()),
+        written => Ok(written),
+    }
+}
+
+/// The loop behind [`modify`] and [`modify_existing`]: creates with type `create` when the
+/// Secret is missing, or (`None`) hands `change` the missing Secret and writes nothing.
+async fn write<S, E, F>(
+    secret: &S,
+    create: Option<&str>,
+    mut current: Option<Versioned<SecretData>>,
+    mut change: F,
+) -> Result<Written, WriteError<E>>
+where
+    S: SecretApi,
+    F: FnMut(Option<&SecretData>) -> Result<Option<SecretWrite>, E>,
+{
     for attempt in 0..WRITE_ATTEMPTS {
         let Some(data) = change(current.as_ref().map(|s| &s.value)).map_err(WriteError::Change)?
         else {
             return Ok(Written::Unchanged(current));
         };
-        let written = match &current {
-            Some(stored) => secret.update(data, &stored.resource_version).await,
-            None => secret.create(type_, data).await,
+        let written = match (&current, create) {
+            (Some(stored), _) => {
+                secret
+                    .patch(data.set, data.remove, &stored.resource_version)
+                    .await
+            }
+            (None, Some(type_)) => secret.create(type_, data.set).await,
+            // Unreachable: without `create`, `change` answers `None` for a missing Secret.
+            (None, None) => return Ok(Written::Unchanged(None)),
         };
         match written {
             Ok(stored) => return Ok(Written::Changed(stored)),
@@ -181,6 +255,47 @@ mod tests {
         });
         assert!(matches!(written.await, Err(WriteError::Change("no"))));
         assert!(secret.object.lock().unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn modify_existing_never_creates_and_removes_keys() {
+        let secret = Arc::new(MemSecret::default());
+        let set = |_: &SecretData| Ok::<_, ApiError>(Some(SecretWrite::from(data("a", "1"))));
+        let missing = modify_existing(&secret, None, set).await;
+        assert!(
+            matches!(&missing, Err(WriteError::Api(ApiError::NotFound(what))) if what == "Secret team/store"),
+            "{missing:?}"
+        );
+        assert!(secret.object.lock().unwrap().is_none(), "not created");
+
+        let secret = MemSecret::existing();
+        let current = secret.get().await.unwrap();
+        modify_existing(&secret, current.clone(), set)
+            .await
+            .unwrap();
+        // Deleted since it was read: not created again.
+        *secret.object.lock().unwrap() = None;
+        let gone = modify_existing(&secret, current, set).await;
+        assert!(
+            matches!(gone, Err(WriteError::Api(ApiError::NotFound(_)))),
+            "{gone:?}"
+        );
+        assert!(secret.object.lock().unwrap().is_none(), "not created");
+
+        let secret = MemSecret::existing();
+        secret.poke("old", b"x");
+        let current = secret.get().await.unwrap();
+        let swap = |_: &SecretData| {
+            Ok::<_, ApiError>(Some(SecretWrite {
+                set: data("new", "y"),
+                remove: vec!["old".into()],
+            }))
+        };
+        let written = modify_existing(&secret, current, swap).await.unwrap();
+        let Written::Changed(now) = written else {
+            panic!("written: {written:?}");
+        };
+        assert_eq!(now.value, data("new", "y"));
     }
 
     #[test]

@@ -95,6 +95,10 @@ pub async fn serve(
     )
     .await;
     Metrics::count(&metrics.connections_closed, reason.reason());
+    metrics
+        .connection
+        .connection_duration
+        .observe(started.elapsed().as_secs_f64());
     if let CloseReason::UpstreamError(err) = &reason {
         warn!(client.addr = %peer, upstream = %ctx.upstream, error = %err, "upstream connection failed");
     }
@@ -139,7 +143,14 @@ async fn open(
         }
     };
     let mut client = match accepted {
-        Ok(stream) => stream,
+        Ok(stream) => {
+            let handshake = &metrics.connection;
+            handshake
+                .handshake_duration
+                .observe(started.elapsed().as_secs_f64());
+            handshake.count_handshake(stream.get_ref().1);
+            stream
+        }
         Err(err @ tls::HandshakeError::AcmeChallenge(_)) => {
             debug!(client.addr = %peer, "{err}");
             return None;
@@ -162,8 +173,13 @@ async fn open(
             }
         }
     }
+    let connecting = Instant::now();
     match forward::connect(&ctx.upstream, ctx.connect_timeout).await {
         Ok(mut upstream) => {
+            metrics
+                .connection
+                .upstream_connect_duration
+                .observe(connecting.elapsed().as_secs_f64());
             if let Some(bytes) = preamble {
                 let sent = tokio::time::timeout(ctx.connect_timeout, upstream.write_all(&bytes));
                 if !matches!(sent.await, Ok(Ok(()))) {

@@ -10,7 +10,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use super::connection::{self, ConnectionContext};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, REFUSED_AT_LIMIT};
 
 /// Pause after an accept error such as EMFILE, so a full file table does not spin the loop.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
@@ -42,7 +42,7 @@ pub async fn accept_loop(
             }
         };
         let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-            Metrics::count(&ctx.metrics.connections_refused, "limit");
+            Metrics::count(&ctx.metrics.connections_refused, REFUSED_AT_LIMIT);
             debug!(client.addr = %peer, "connection refused: --max-connections reached");
             drop(tcp);
             continue;

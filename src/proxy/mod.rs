@@ -302,8 +302,10 @@ fn spawn_acme(
         (StoreLocation::Dir(dir), _) => Arc::new(DirStore::open(dir, directory, names)?),
         (StoreLocation::Secret(secret), Some(client)) => {
             let namespace = namespace_of(secret, client);
+            let account = crate::acme::account_secret_name(&secret.name);
             let store = SecretStore::new(
                 KubeSecret::new(client.clone(), &namespace, &secret.name),
+                KubeSecret::new(client.clone(), &namespace, &account),
                 KubeLease::new(client.clone(), &namespace, &secret.name),
                 directory,
                 names,

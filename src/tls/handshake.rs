@@ -41,16 +41,27 @@ pub enum HandshakeError {
 }
 
 impl HandshakeError {
+    /// Every word [`reason`](Self::reason) gives a failure (an answered `AcmeChallenge` is not
+    /// one): the metric's series are created at zero from these.
+    pub const FAILURE_REASONS: [&'static str; 6] = [
+        "timeout",
+        "not_tls",
+        "eof",
+        "client_cert",
+        "tls",
+        "acme_no_challenge",
+    ];
+
     /// A short word for the `handshake_failures_total{reason}` metric.
     pub fn reason(&self) -> &'static str {
         match self {
-            HandshakeError::Timeout => "timeout",
-            HandshakeError::NotTls => "not_tls",
-            HandshakeError::Eof(_) => "eof",
-            HandshakeError::Tls(e) if super::is_client_cert_error(e) => "client_cert",
-            HandshakeError::Tls(_) => "tls",
+            HandshakeError::Timeout => Self::FAILURE_REASONS[0],
+            HandshakeError::NotTls => Self::FAILURE_REASONS[1],
+            HandshakeError::Eof(_) => Self::FAILURE_REASONS[2],
+            HandshakeError::Tls(e) if super::is_client_cert_error(e) => Self::FAILURE_REASONS[3],
+            HandshakeError::Tls(_) => Self::FAILURE_REASONS[4],
+            HandshakeError::NoChallenge(_) => Self::FAILURE_REASONS[5],
             HandshakeError::AcmeChallenge(_) => "acme_challenge",
-            HandshakeError::NoChallenge(_) => "acme_no_challenge",
         }
     }
 }

@@ -3,7 +3,8 @@
 //! order, every replica serves the certificate and answers validation (acceptance 2); a leader
 //! killed mid-order is replaced once its Lease expires, and the order is resumed (acceptance 3);
 //! the wake-up after a `410 Gone` re-list (acceptance 5); a failure reported as an Event, its
-//! back-off kept in the Secret across a restart. The API server enforces the example
+//! back-off kept in the Secret across a restart; store objects not made beforehand named in the
+//! log and `/readyz` and never created (issue 15). The API server enforces the example
 //! Role (`manifests/examples/sidecar-rbac.yaml`) throughout: the sidecar needs nothing more.
 
 use std::time::Duration;
@@ -13,8 +14,9 @@ use hyper::Method;
 use serde_json::Value;
 
 use crate::support::acme::{
-    EVENTS, IPS, ISSUE_TIMEOUT, LEASE, NAMES, NS, ORDERS, SECRET, STORE, SecretStoreCluster,
-    assert_each_answered_its_name, echo_as, scrape, wait_ready,
+    ACCOUNT_SECRET, EVENTS, IPS, ISSUE_TIMEOUT, LEASE, NAMES, NS, ORDERS, SECRET, STORE,
+    SecretStoreCluster, assert_each_answered_its_name, echo_as, scrape, seed_acme_store,
+    wait_ready,
 };
 use crate::support::fake_api::{FakeApi, example_role};
 use crate::support::pebble::free_addr;
@@ -220,6 +222,7 @@ async fn a_failed_order_is_an_event_and_its_back_off_outlives_a_restart() {
     let api = FakeApi::start().await;
     let (namespace, rules) = example_role();
     api.enforce_role(&namespace, rules);
+    seed_acme_store(&api, NS, STORE);
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = api.write_kubeconfig(dir.path(), NS);
     // A CA that cannot be reached.
@@ -281,4 +284,86 @@ async fn a_failed_order_is_an_event_and_its_back_off_outlives_a_restart() {
     );
     assert_eq!(http_get(restarted.admin, "/readyz").await.unwrap().0, 503);
     assert_eq!(api.denied(), Vec::new());
+}
+
+/// Under the example Role (no create), a store whose objects were not made beforehand: the
+/// sidecar never tries to create them, says which one is missing and how to make it, in its
+/// log and in `/readyz`, and once they exist it orders without a restart.
+#[tokio::test]
+async fn missing_store_objects_are_named_never_created_and_picked_up_once_made() {
+    let cluster = SecretStoreCluster::start().await;
+    for path in [SECRET, ACCOUNT_SECRET, LEASE] {
+        cluster.api.delete(path);
+    }
+    for name in &NAMES[1..] {
+        cluster.pebble.set_a(name, IPS[0]).await;
+    }
+    let replica = cluster.replica(0, &["--acme-poll-interval", "200ms"]).await;
+    let missing = "Secret team/chat-acme does not exist";
+    wait_until("the log names the missing Secret", WAIT, || async {
+        replica.logs().iter().any(|l| {
+            l.contains(missing)
+                && l.contains(
+                    "kubectl -n team create secret generic chat-acme --type=kubernetes.io/tls",
+                )
+        })
+    })
+    .await;
+    let (status, body) = http_get(replica.admin, "/readyz").await.unwrap();
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("ACME store's Secret or Lease does not exist"),
+        "{body}"
+    );
+
+    // The store Secret alone: the account Secret, then the Lease, are named next.
+    crate::support::acme::seed_acme_store(&cluster.api, NS, STORE);
+    cluster.api.delete(ACCOUNT_SECRET);
+    cluster.api.delete(LEASE);
+    wait_until("the log names the missing Lease", WAIT, || async {
+        replica
+            .logs()
+            .iter()
+            .any(|l| l.contains("Lease team/chat-acme does not exist"))
+    })
+    .await;
+    assert_eq!(cluster.orders_placed(), 0);
+    seed_acme_store(&cluster.api, NS, STORE);
+    cluster.api.delete(ACCOUNT_SECRET);
+    wait_until("the log names the missing account Secret", WAIT, || async {
+        replica
+            .logs()
+            .iter()
+            .any(|l| l.contains("Secret team/chat-acme-account does not exist"))
+    })
+    .await;
+    assert_eq!(
+        cluster.orders_placed(),
+        0,
+        "no order without the account Secret"
+    );
+    assert_eq!(
+        scrape(replica.admin)
+            .await
+            .value("wss_sidecar_acme_consecutive_failures", &[]),
+        0.0,
+        "a missing object is no failed order: no back-off"
+    );
+
+    seed_acme_store(&cluster.api, NS, STORE);
+    wait_ready(&replica).await;
+    assert_eq!(cluster.orders_placed(), 1);
+    let creates = cluster
+        .api
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("POST ") && !r.contains("/events"))
+        .count();
+    assert_eq!(
+        creates,
+        0,
+        "no create but of Events: {:?}",
+        cluster.api.requests()
+    );
+    assert_eq!(cluster.api.denied(), Vec::new(), "nothing was refused");
 }

@@ -7,10 +7,11 @@
 use std::sync::Arc;
 
 use serde_json::Value;
-use wss_sidecar::acme::store::{ChallengeAnswer, RenewalState};
+use wss_sidecar::acme::store::{ChallengeAnswer, RenewalState, StoredCert};
 use wss_sidecar::acme::{AcmeStore, SecretStore};
 use wss_sidecar::k8s::client::{KubeLease, KubeSecret};
 
+use crate::support::acme::seed_acme_store;
 use crate::support::fake_api::FakeApi;
 
 const NS: &str = "team";
@@ -29,10 +30,18 @@ fn store(api: &FakeApi) -> Arc<dyn AcmeStore> {
     let client = api.client();
     SecretStore::new(
         KubeSecret::new(client.clone(), NS, "chat-acme"),
+        KubeSecret::new(client.clone(), NS, "chat-acme-account"),
         KubeLease::new(client, NS, "chat-acme"),
         DIRECTORY,
         &["chat.test".to_string()],
     )
+}
+
+fn cert(round: usize) -> StoredCert {
+    StoredCert {
+        cert_pem: format!("round-{round}"),
+        key_pem: "key".into(),
+    }
 }
 
 fn answer(round: usize) -> ChallengeAnswer {
@@ -55,13 +64,20 @@ fn field_values(api: &FakeApi) -> [Vec<i64>; 3] {
     };
     let mut fields = [Vec::new(), Vec::new(), Vec::new()];
     for version in api.history(SECRET) {
-        let account = decode(&version, "acme-account.json").and_then(|a| a["round"].as_i64());
+        let cert = version["data"]["tls.crt"].as_str().and_then(|c| {
+            let pem = base64::engine::general_purpose::STANDARD.decode(c).ok()?;
+            String::from_utf8(pem)
+                .ok()?
+                .strip_prefix("round-")?
+                .parse()
+                .ok()
+        });
         let failures = decode(&version, "acme-state.json").and_then(|s| s["failures"].as_i64());
         let token = decode(&version, "acme-challenges.json").and_then(|c| {
             let token = c[0]["token"].as_str()?.strip_prefix("token-")?.to_string();
             token.parse().ok()
         });
-        for (field, value) in fields.iter_mut().zip([account, failures, token]) {
+        for (field, value) in fields.iter_mut().zip([cert, failures, token]) {
             field.push(value.unwrap_or(-1));
         }
     }
@@ -71,24 +87,21 @@ fn field_values(api: &FakeApi) -> [Vec<i64>; 3] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_writers_lose_no_update() {
     let api = FakeApi::start().await;
+    seed_acme_store(&api, NS, "chat-acme");
     let (a, b) = (store(&api), store(&api));
 
     // A certain conflict first: both read version 1, a writes, then b writes based on 1.
-    a.save_account(br#"{"round":0}"#).await.unwrap();
-    assert_eq!(
-        b.load_account().await.unwrap().as_deref(),
-        Some(&br#"{"round":0}"#[..])
-    );
-    a.save_account(br#"{"round":0}"#).await.unwrap();
+    a.save_cert(&cert(0)).await.unwrap();
+    assert_eq!(b.load_cert().await.unwrap(), Some(cert(0)));
+    a.save_cert(&cert(0)).await.unwrap();
     b.save_state(&RenewalState::default()).await.unwrap();
     assert!(api.conflicts(SECRET) >= 1, "b's stale write was refused");
 
-    // Then two writers, each changing its own parts of the store: a the account and the
+    // Then two writers, each changing its own parts of the store: a the certificate and the
     // challenges, b the renewal state.
     let first = tokio::spawn(async move {
         for round in 0..ROUNDS {
-            let credentials = format!(r#"{{"round":{round}}}"#);
-            a.save_account(credentials.as_bytes()).await.unwrap();
+            a.save_cert(&cert(round)).await.unwrap();
             pause(round, 1).await;
             a.save_challenges(&[answer(round)]).await.unwrap();
         }
@@ -117,7 +130,7 @@ async fn racing_writers_lose_no_update() {
 
     // No field ever went backwards: no write was based on a copy older than the last write.
     let last = i64::try_from(ROUNDS - 1).unwrap();
-    for (field, values) in ["account", "state", "challenges"]
+    for (field, values) in ["certificate", "state", "challenges"]
         .iter()
         .zip(field_values(&api))
     {

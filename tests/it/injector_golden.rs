@@ -3,7 +3,8 @@
 //! YAML 1.1 readers (kubectl's among them) take an unquoted `off` or `no` for a boolean.
 //!
 //! Cases named `plain-*` run in plain mode as on a server older than 1.29, the rest in native
-//! mode on a current one; the namespace is the pod's own. `UPDATE_GOLDEN=1 cargo nextest run
+//! mode on a current one; `image-uid-*` with `--sidecar-uid none`; the namespace is the pod's
+//! own. `UPDATE_GOLDEN=1 cargo nextest run
 //! --test it injector_golden` rewrites the expected files; without it, a stale, missing or
 //! orphaned expected file fails the suite.
 
@@ -52,7 +53,11 @@ fn cases() -> Vec<(String, Value)> {
 /// (so without the app's `preStop: sleep`, which needs 1.30), the rest native on a current one.
 fn run(name: &str, pod: &Value) -> Result<Outcome, String> {
     let plain = name.starts_with("plain-");
-    let mut template = template(&["--sidecar-mode", if plain { "plain" } else { "native" }]);
+    let mut flags = vec!["--sidecar-mode", if plain { "plain" } else { "native" }];
+    if name.starts_with("image-uid-") {
+        flags.extend(["--sidecar-uid", "none"]);
+    }
+    let mut template = template(&flags);
     template.prestop_sleep = !plain;
     let typed: Pod = serde_json::from_value(pod.clone()).expect("case is a Pod");
     let namespace = pod["metadata"]["namespace"].as_str().unwrap_or("default");
@@ -198,7 +203,13 @@ fn patched_pods_hold_a_locked_down_sidecar_in_the_right_place() {
         );
         let sc = &sidecar["securityContext"];
         assert_eq!(sc["runAsNonRoot"], true, "{name}");
-        assert!(sc["runAsUser"].as_i64().unwrap() > 0, "{name}");
+        if name.starts_with("image-uid-") {
+            // --sidecar-uid none: the image's USER (OpenShift assigns its own UID).
+            assert!(sc.get("runAsUser").is_none(), "{name}: {sc}");
+            assert!(sc.get("runAsGroup").is_none(), "{name}: {sc}");
+        } else {
+            assert!(sc["runAsUser"].as_i64().unwrap() > 0, "{name}");
+        }
         assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}");
         assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
         assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{name}");

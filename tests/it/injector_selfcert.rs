@@ -1,7 +1,9 @@
 //! The injector's self-managed certificate against an in-process Kubernetes API (real JSON
 //! through kube's client, resourceVersion conflicts as the real server returns them): one
 //! leader stores the certificate and the caBundle, every replica serves it, renewal and
-//! failover happen on time, and a client trusting the caBundle completes a real handshake.
+//! failover happen on time, and a client trusting the caBundle completes a real handshake; the
+//! caBundle is set by a JSON Patch of those fields alone, a CA rotation keeps every served leaf
+//! trusted, and the Secret and Lease are owned by the webhook configuration.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -27,43 +29,49 @@ const WEBHOOK: &str =
 const SERVICE: &str = "wss-sidecar-injector.wss-sidecar.svc";
 const DAY: Duration = Duration::from_secs(86_400);
 
-/// A fake API holding the webhook configuration as Helm installs it (no caBundle).
+/// The webhook configuration's uid, which the Secret's and Lease's ownerReferences name.
+const WEBHOOK_UID: &str = "6d1f2c3e-0000-4000-8000-00000000c0de";
+
+/// A fake API holding the webhook configuration as Helm installs it (no caBundle), with two
+/// webhooks and fields of a newer API than k8s-openapi knows.
 async fn cluster() -> FakeApi {
     let api = FakeApi::start().await;
+    let hook = |name: &str| {
+        json!({
+            "name": name,
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+            "futureField": {"kept": true},
+            "clientConfig": {"service": {"name": "wss-sidecar-injector", "namespace": NS, "path": "/mutate"}}
+        })
+    };
     api.seed(
         WEBHOOK,
         json!({
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": "wss-sidecar-injector"},
-            "webhooks": [{
-                "name": "inject.wss-sidecar.io",
-                "admissionReviewVersions": ["v1"],
-                "sideEffects": "None",
-                "clientConfig": {"service": {"name": "wss-sidecar-injector", "namespace": NS, "path": "/mutate"}}
-            }]
+            "metadata": {"name": "wss-sidecar-injector", "uid": WEBHOOK_UID},
+            "webhooks": [hook("inject.wss-sidecar.io"), hook("second.wss-sidecar.io")]
         }),
     );
     api
 }
 
-fn kube_api(api: &FakeApi) -> Objects {
-    Objects::kube(
-        api.client(),
-        NS,
-        "injector-tls",
-        "injector-cert",
-        "wss-sidecar-injector",
-    )
+async fn kube_api(api: &FakeApi) -> Objects {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (secret, lease, webhook) = ("injector-tls", "injector-cert", "wss-sidecar-injector");
+    Objects::kube_owned(api.client(), NS, secret, lease, webhook, &stop)
+        .await
+        .expect("the webhook configuration exists")
 }
 
 /// One replica: its manager and the store its handshakes read.
-fn replica(api: &FakeApi, identity: &str) -> (Manager, Arc<CertStore>) {
+async fn replica(api: &FakeApi, identity: &str) -> (Manager, Arc<CertStore>) {
     let store = CertStore::new(Arc::new(Metrics::new()));
     let publisher = store.register("self-managed");
     let names = vec![SERVICE.to_string()];
     (
-        Manager::new(kube_api(api), identity.into(), names, publisher),
+        Manager::new(kube_api(api).await, identity.into(), names, publisher),
         store,
     )
 }
@@ -90,7 +98,9 @@ async fn served_leaf(api: &FakeApi, store: &Arc<CertStore>) -> CertificateDer<'s
     let pem = base64::engine::general_purpose::STANDARD
         .decode(bundle.as_str().expect("caBundle set"))
         .unwrap();
-    let ca = CertificateDer::from_pem_slice(&pem).unwrap();
+    let cas: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .unwrap();
     let config = tls::server_config(Arc::new(Resolver::new(Arc::clone(store))), None).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -98,7 +108,7 @@ async fn served_leaf(api: &FakeApi, store: &Arc<CertStore>) -> CertificateDer<'s
         let (tcp, _) = listener.accept().await.unwrap();
         let _ = tokio_rustls::TlsAcceptor::from(config).accept(tcp).await;
     });
-    let stream = tls_connect(addr, SERVICE, client_config(&[ca], &[b"http/1.1"]))
+    let stream = tls_connect(addr, SERVICE, client_config(&cas, &[b"http/1.1"]))
         .await
         .expect("a client trusting the caBundle accepts the served certificate");
     let leaf = peer_leaf(&stream);
@@ -110,8 +120,8 @@ async fn served_leaf(api: &FakeApi, store: &Arc<CertStore>) -> CertificateDer<'s
 #[tokio::test]
 async fn one_leader_stores_the_certificate_and_ca_bundle_and_every_replica_serves_it() {
     let api = cluster().await;
-    let (mut a, store_a) = replica(&api, "injector-a");
-    let (mut b, store_b) = replica(&api, "injector-b");
+    let (mut a, store_a) = replica(&api, "injector-a").await;
+    let (mut b, store_b) = replica(&api, "injector-b").await;
     let now = SystemTime::now();
     assert_eq!(a.reconcile(now).await.unwrap(), Role::Leader);
     assert_eq!(b.reconcile(now).await.unwrap(), Role::Follower);
@@ -139,8 +149,8 @@ async fn one_leader_stores_the_certificate_and_ca_bundle_and_every_replica_serve
 #[tokio::test]
 async fn the_leaf_is_renewed_before_expiry_and_reloaded_without_a_new_ca_bundle() {
     let api = cluster().await;
-    let (mut a, store_a) = replica(&api, "injector-a");
-    let (mut b, store_b) = replica(&api, "injector-b");
+    let (mut a, store_a) = replica(&api, "injector-a").await;
+    let (mut b, store_b) = replica(&api, "injector-b").await;
     let now = SystemTime::now();
     a.reconcile(now).await.unwrap();
     b.reconcile(now).await.unwrap();
@@ -176,8 +186,8 @@ fn not_after(store: &Arc<CertStore>) -> i64 {
 #[tokio::test]
 async fn a_silent_leader_is_replaced_after_the_lease_expires() {
     let api = cluster().await;
-    let (mut a, _) = replica(&api, "injector-a");
-    let (mut b, _) = replica(&api, "injector-b");
+    let (mut a, _) = replica(&api, "injector-a").await;
+    let (mut b, _) = replica(&api, "injector-b").await;
     let now = SystemTime::now();
     assert_eq!(a.reconcile(now).await.unwrap(), Role::Leader);
     assert_eq!(
@@ -201,7 +211,7 @@ async fn a_silent_leader_is_replaced_after_the_lease_expires() {
 #[tokio::test]
 async fn a_changed_ca_bundle_is_put_back() {
     let api = cluster().await;
-    let (mut a, _) = replica(&api, "injector-a");
+    let (mut a, _) = replica(&api, "injector-a").await;
     let now = SystemTime::now();
     a.reconcile(now).await.unwrap();
     let bundle = ca_bundle(&api);
@@ -212,11 +222,120 @@ async fn a_changed_ca_bundle_is_put_back() {
     assert_eq!(ca_bundle(&api), bundle);
 }
 
+/// The caBundle is set with a JSON Patch of the caBundle fields alone (never a PUT of the
+/// whole object), so what k8s-openapi does not know survives, on every webhook of the
+/// configuration.
+#[tokio::test]
+async fn the_ca_bundle_is_patched_alone_keeping_fields_the_client_does_not_know() {
+    let api = cluster().await;
+    let (mut a, _) = replica(&api, "injector-a").await;
+    a.reconcile(SystemTime::now()).await.unwrap();
+    let webhook = api.get(WEBHOOK).unwrap();
+    let ca = secret_data(&api, "ca.crt");
+    for hook in webhook["webhooks"].as_array().unwrap() {
+        assert_eq!(hook["futureField"], json!({"kept": true}), "{webhook:#}");
+        let bundle = base64::engine::general_purpose::STANDARD
+            .decode(hook["clientConfig"]["caBundle"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(bundle, ca);
+    }
+    assert_eq!(api.requests_matching(&format!("PUT {WEBHOOK}")), 0);
+    assert_eq!(api.requests_matching(&format!("PATCH {WEBHOOK}")), 1);
+    assert_eq!(
+        api.unconditional_writes_to(WEBHOOK),
+        0,
+        "the patch names its version"
+    );
+}
+
+/// The Secret and the Lease name the webhook configuration (its uid) as their owner, so the
+/// garbage collector deletes them with it (`helm uninstall`).
+#[tokio::test]
+async fn the_secret_and_lease_are_owned_by_the_webhook_configuration() {
+    let api = cluster().await;
+    let (mut a, _) = replica(&api, "injector-a").await;
+    a.reconcile(SystemTime::now()).await.unwrap();
+    for path in [SECRET, LEASE] {
+        let object = api.get(path).unwrap();
+        let owners = &object["metadata"]["ownerReferences"];
+        assert_eq!(
+            owners,
+            &json!([{
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "MutatingWebhookConfiguration",
+                "name": "wss-sidecar-injector",
+                "uid": WEBHOOK_UID,
+            }]),
+            "{path}: {object:#}"
+        );
+    }
+}
+
+/// A CA rotation asked for through the Secret (`rotate-ca`) between a leader and a follower:
+/// after every pass of either, the leaf each serves is accepted by a client trusting only the
+/// caBundle, and at the end only the new CA is in it.
+#[tokio::test]
+async fn a_ca_rotation_keeps_every_served_leaf_trusted() {
+    let api = cluster().await;
+    let (mut a, store_a) = replica(&api, "injector-a").await;
+    let (mut b, store_b) = replica(&api, "injector-b").await;
+    let start = SystemTime::now();
+    let at = |s: u64| start + Duration::from_secs(s);
+    a.reconcile(at(0)).await.unwrap();
+    b.reconcile(at(0)).await.unwrap();
+    let first_ca = secret_data(&api, "ca.crt");
+    let first_leaf = served_leaf(&api, &store_b).await;
+    let mut secret = api.get(SECRET).unwrap();
+    secret["data"]["rotate-ca"] = json!(base64::engine::general_purpose::STANDARD.encode("now"));
+    api.seed(SECRET, secret);
+
+    let mut leaves = Vec::new();
+    for (second, leader_first) in [
+        (10, true),
+        (20, true),
+        (30, false),
+        (95, true),
+        (105, false),
+    ] {
+        let (first, then) = if leader_first {
+            (&mut a, &mut b)
+        } else {
+            (&mut b, &mut a)
+        };
+        first.reconcile(at(second)).await.unwrap();
+        // Between the two replicas' passes too.
+        leaves.push(served_leaf(&api, &store_a).await);
+        leaves.push(served_leaf(&api, &store_b).await);
+        then.reconcile(at(second)).await.unwrap();
+        leaves.push(served_leaf(&api, &store_a).await);
+        leaves.push(served_leaf(&api, &store_b).await);
+    }
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(ca_bundle(&api).as_str().unwrap())
+        .unwrap();
+    let last_ca = secret_data(&api, "ca.crt");
+    assert_eq!(pem, last_ca, "only the new CA is left in the caBundle");
+    assert_ne!(last_ca, first_ca, "the CA was rotated");
+    assert!(
+        secret_data(&api, "rotate-ca").is_empty(),
+        "the request is cleared"
+    );
+    assert!(
+        leaves.contains(&first_leaf),
+        "the old leaf served during the overlap"
+    );
+    assert_ne!(
+        leaves.last(),
+        Some(&first_leaf),
+        "the new leaf served at the end"
+    );
+}
+
 #[tokio::test]
 async fn racing_replicas_get_one_leader_and_stale_writes_conflict() {
     let api = cluster().await;
-    let (mut a, _) = replica(&api, "injector-a");
-    let (mut b, _) = replica(&api, "injector-b");
+    let (mut a, _) = replica(&api, "injector-a").await;
+    let (mut b, _) = replica(&api, "injector-b").await;
     let now = SystemTime::now();
     let (ra, rb) = tokio::join!(a.reconcile(now), b.reconcile(now));
     let roles = [ra.unwrap(), rb.unwrap()];
@@ -231,7 +350,7 @@ async fn racing_replicas_get_one_leader_and_stale_writes_conflict() {
         "one certificate, not one per replica"
     );
 
-    let direct = kube_api(&api);
+    let direct = kube_api(&api).await;
     let err = direct
         .secret
         .update(Default::default(), "1")
@@ -251,15 +370,19 @@ async fn the_charts_rbac_allows_exactly_what_the_self_managed_certificate_does()
     assert_eq!(namespace, NS);
     api.enforce_role(&namespace, rules);
     api.enforce_cluster_role(cluster_rules);
-    let replica = |identity: &str| {
+    let replica = async |identity: &str| {
         let store = CertStore::new(Arc::new(Metrics::new()));
-        let objects = Objects::kube(
+        let stop = tokio_util::sync::CancellationToken::new();
+        let objects = Objects::kube_owned(
             api.client(),
             NS,
             "wss-sidecar-injector-tls",
             "wss-sidecar-injector-cert",
             "wss-sidecar-injector",
-        );
+            &stop,
+        )
+        .await
+        .expect("the webhook configuration exists");
         let names = vec![SERVICE.to_string()];
         Manager::new(
             objects,
@@ -268,7 +391,7 @@ async fn the_charts_rbac_allows_exactly_what_the_self_managed_certificate_does()
             store.register("self-managed"),
         )
     };
-    let (mut a, mut b) = (replica("injector-a"), replica("injector-b"));
+    let (mut a, mut b) = (replica("injector-a").await, replica("injector-b").await);
     let now = SystemTime::now();
     assert_eq!(a.reconcile(now).await.unwrap(), Role::Leader);
     assert_eq!(b.reconcile(now).await.unwrap(), Role::Follower);

@@ -1,5 +1,6 @@
 //! `/metrics`, `/healthz` and `/readyz` (acceptance 9): the scrape parses as Prometheus text,
-//! and every counter moves as traffic, failures and certificate loads happen.
+//! and every counter moves as traffic, failures and certificate loads happen. The histograms
+//! and the negotiated TLS: `metrics_tls`; the injector's: `injector_metrics`.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -57,16 +57,34 @@ app.kubernetes.io/component: injector
 {{- end }}
 {{- end }}
 
-{{/* The injector image. */}}
-{{- define "wss-sidecar.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{/* registry/repository, or repository alone when the registry is empty (list registry
+repository values-key); a short name (no registry host: docker.io/library/… to Docker, refused
+by CRI-O's short-name mode) fails the render, as containers/image reads a reference
+(docker/reference normalize.go splitDockerDomain: a host has a dot or a port, or is localhost). */}}
+{{- define "wss-sidecar.imageName" -}}
+{{- $registry := trimSuffix "/" (index . 0) }}
+{{- $name := index . 1 }}
+{{- if $registry }}{{ $name = printf "%s/%s" $registry $name }}{{ end }}
+{{- $host := first (splitList "/" $name) }}
+{{- if or (not (contains "/" $name)) (not (or (contains "." $host) (contains ":" $host) (eq $host "localhost"))) }}
+{{- fail (printf "%s.registry/%s.repository: %q is a short image name; give a registry (e.g. ghcr.io/wss-sidecar)" (index . 2) (index . 2) $name) }}
+{{- end }}
+{{- $name }}
 {{- end }}
 
-{{/* The injected sidecar's image: sidecar.image, falling back to the injector's. */}}
+{{/* The injector image. */}}
+{{- define "wss-sidecar.image" -}}
+{{- $name := include "wss-sidecar.imageName" (list .Values.image.registry .Values.image.repository "image") }}
+{{- printf "%s:%s" $name (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* The injected sidecar's image: sidecar.image, each part falling back to the injector's, so
+that the sidecar is the injector's release (tag: image.tag, then appVersion) by default. */}}
 {{- define "wss-sidecar.sidecarImage" -}}
+{{- $registry := default .Values.image.registry .Values.sidecar.image.registry }}
 {{- $repo := default .Values.image.repository .Values.sidecar.image.repository }}
 {{- $tag := default (default .Chart.AppVersion .Values.image.tag) .Values.sidecar.image.tag }}
-{{- printf "%s:%s" $repo $tag }}
+{{- printf "%s:%s" (include "wss-sidecar.imageName" (list $registry $repo "sidecar.image")) $tag }}
 {{- end }}
 
 {{/* The DNS names of the injector Service, as the API server calls it. */}}

@@ -18,7 +18,7 @@ use super::lock;
 use super::order::{self, OrderError, Validation};
 use super::schedule;
 use super::self_check::SelfCheck;
-use super::store::{AcmeStore, RenewalState, StoredCert};
+use super::store::{AcmeStore, RenewalState, StoreError, StoredCert};
 use crate::certs::{Publisher, load_pair};
 use crate::clock::epoch_seconds;
 use crate::http::health::AcmeAnswering;
@@ -88,6 +88,12 @@ impl Manager {
         self
     }
 
+    /// Notes whether `err` says the store's Secret or Lease is missing (for readiness).
+    fn store_failed(&self, err: &StoreError) {
+        self.answering
+            .set_store_missing(matches!(err, StoreError::Missing { .. }));
+    }
+
     /// Runs until `stop`.
     pub async fn run(mut self, stop: CancellationToken) {
         let store = Arc::clone(&self.store);
@@ -107,12 +113,14 @@ impl Manager {
         let poll = self.config.poll_interval;
         if let Err(err) = self.load_stored().await {
             warn!(error = %err, "cannot read the ACME store; retrying");
+            self.store_failed(&err);
             return poll;
         }
         let state = match self.store.load_state().await {
             Ok(state) => state,
             Err(err) => {
                 warn!(error = %err, "cannot read the ACME renewal state; retrying");
+                self.store_failed(&err);
                 return poll;
             }
         };
@@ -128,7 +136,11 @@ impl Manager {
             return poll.min(Duration::from_secs(u64::try_from(due - now).unwrap_or(0)));
         }
         let ttl = self.config.lease_duration;
-        match self.store.try_lock(&self.holder, ttl).await {
+        let locked = self.store.try_lock(&self.holder, ttl).await;
+        // The Secret is there (read above); the Lease is known once tried.
+        self.answering
+            .set_store_missing(matches!(&locked, Err(StoreError::Missing { .. })));
+        match locked {
             Ok(true) => {}
             Ok(false) => {
                 debug!("another replica is ordering the certificate; waiting for it");
@@ -177,6 +189,14 @@ impl Manager {
         };
         let now = epoch_seconds(SystemTime::now());
         if self.due(&state, now).await > now {
+            return;
+        }
+        // A missing account Secret is the store's problem, not a failed order: no back-off.
+        if self.account.is_none()
+            && let Err(err) = self.store.load_account().await
+        {
+            warn!(error = %err, "cannot read the ACME account; retrying");
+            self.store_failed(&err);
             return;
         }
         let mut state = state;

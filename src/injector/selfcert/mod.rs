@@ -1,7 +1,9 @@
 //! The injector's self-managed serving certificate: the replica holding a Lease keeps a CA and
 //! a serving certificate in a Secret (made with rcgen, renewed before expiry) and the
-//! webhook's `caBundle` equal to that CA; every replica serves what the Secret holds and picks
-//! up a renewal on its next pass (hot reload: new handshakes only).
+//! webhook's `caBundle` equal to that CA (and the previous one during a CA rotation); every
+//! replica serves what the Secret holds and picks up a renewal on its next pass (hot reload:
+//! new handshakes only). The Secret and the Lease are owned by the webhook configuration, so
+//! they go with it.
 
 pub mod issue;
 
@@ -15,8 +17,10 @@ use crate::certs::Publisher;
 use crate::clock::epoch_seconds;
 use crate::k8s::client::{KubeLease, KubeSecret, KubeWebhook};
 use crate::k8s::{
-    ApiError, LeaseApi, SecretApi, SecretData, WebhookApi, WriteError, Written, lease, modify,
+    ApiError, LeaseApi, SecretApi, SecretData, Versioned, WebhookApi, WebhookBundles, WriteError,
+    Written, lease, modify,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 /// The Secret's type: the pair is an ordinary TLS Secret's (with the CA beside it).
 const SECRET_TYPE: &str = "kubernetes.io/tls";
@@ -36,6 +40,22 @@ pub enum SelfCertError {
     /// rcgen failed.
     #[error(transparent)]
     Issue(#[from] IssueError),
+}
+
+/// True when every webhook's `caBundle` holds the CA stored in `current`.
+fn trusts(bundles: &WebhookBundles, current: Option<&SecretData>) -> bool {
+    let Some(ca) = current
+        .and_then(|data| data.get(CA_CRT))
+        .filter(|ca| !ca.is_empty())
+    else {
+        return false;
+    };
+    !bundles.webhooks.is_empty()
+        && bundles.webhooks.iter().all(|(_, bundle)| {
+            bundle
+                .as_deref()
+                .is_some_and(|b| b.windows(ca.len()).any(|w| w == &ca[..]))
+        })
 }
 
 /// What one replica is.
@@ -68,18 +88,50 @@ pub struct Objects<S = KubeSecret, L = KubeLease, W = KubeWebhook> {
 }
 
 impl Objects {
-    /// The Secret `secret` and Lease `lease` in `namespace`, and the configuration `webhook`.
+    /// The Secret `secret` and Lease `lease` in `namespace`, written with `owner` as their
+    /// ownerReference, and the configuration `webhook`.
     pub fn kube(
         client: kube::Client,
         namespace: &str,
         secret: &str,
         lease: &str,
         webhook: &str,
+        owner: Option<OwnerReference>,
     ) -> Self {
         Self {
-            secret: KubeSecret::new(client.clone(), namespace, secret),
-            lease: KubeLease::new(client.clone(), namespace, lease),
+            secret: KubeSecret::new(client.clone(), namespace, secret).owned_by(owner.clone()),
+            lease: KubeLease::new(client.clone(), namespace, lease).owned_by(owner),
             webhook: KubeWebhook::new(client, webhook),
+        }
+    }
+
+    /// [`Objects::kube`], owned by the configuration `webhook`: waits (retrying every
+    /// [`TICK`], until `stop`) for it to exist, since an ownerReference must name its uid and
+    /// the garbage collector deletes an object whose owner's uid does not exist. `None` when
+    /// stopped first.
+    pub async fn kube_owned(
+        client: kube::Client,
+        namespace: &str,
+        secret: &str,
+        lease: &str,
+        webhook: &str,
+        stop: &CancellationToken,
+    ) -> Option<Self> {
+        let configuration = KubeWebhook::new(client.clone(), webhook);
+        loop {
+            match configuration.get().await {
+                Ok(read) => {
+                    let owner = configuration.owner_reference(&read);
+                    return Some(Self::kube(client, namespace, secret, lease, webhook, owner));
+                }
+                Err(err) => warn!(webhook = %webhook, error = %err,
+                    "cannot read the webhook configuration (the owner of the injector's Secret \
+                     and Lease); retrying"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return None,
+                () = tokio::time::sleep(TICK) => {}
+            }
         }
     }
 }
@@ -115,12 +167,21 @@ impl<S: SecretApi, L: LeaseApi, W: WebhookApi> Manager<S, L, W> {
     pub async fn reconcile(&mut self, now: SystemTime) -> Result<Role, SelfCertError> {
         let role = self.lead(now).await?;
         let mut stored = self.objects.secret.get().await?;
+        let mut webhook = None;
         if role == Role::Leader {
+            // Without the configuration nothing trusts a new CA yet: plan as untrusted, serve,
+            // and report the failure after.
+            let read = self.objects.webhook.get().await;
+            let bundles = read.as_ref().ok().map(|r| r.value.clone());
+            webhook = Some(read);
             // The shared read-modify-write: a Secret someone else wrote meanwhile (a leader
             // that has not noticed it lost the Lease) is read again and planned afresh, so a
             // good certificate stored by another is kept, not replaced.
             let names = &self.names;
-            let plan = |current: Option<&SecretData>| issue::plan(current, names, now);
+            let plan = |current: Option<&SecretData>| {
+                let trusted = bundles.as_ref().is_some_and(|b| trusts(b, current));
+                issue::plan(current, names, now, trusted)
+            };
             stored = match modify(&self.objects.secret, SECRET_TYPE, stored, plan).await? {
                 Written::Changed(secret) => {
                     info!("stored a new serving certificate for the injector");
@@ -133,10 +194,11 @@ impl<S: SecretApi, L: LeaseApi, W: WebhookApi> Manager<S, L, W> {
         if let Some(stored) = &stored {
             self.serve(&stored.value, now);
         }
-        if role == Role::Leader
-            && let Some(ca) = stored.as_ref().and_then(|s| s.value.get(CA_CRT))
-        {
-            self.sync_ca_bundle(ca).await?;
+        if let Some(read) = webhook {
+            let read = read?;
+            if let Some(bundle) = stored.as_ref().and_then(|s| issue::ca_bundle(&s.value)) {
+                self.sync_ca_bundle(&read, bundle).await?;
+            }
         }
         Ok(role)
     }
@@ -154,11 +216,26 @@ impl<S: SecretApi, L: LeaseApi, W: WebhookApi> Manager<S, L, W> {
         Ok(if held { Role::Leader } else { Role::Follower })
     }
 
-    async fn sync_ca_bundle(&self, ca: &[u8]) -> Result<(), ApiError> {
-        let bundles = self.objects.webhook.ca_bundles().await?;
-        if bundles.iter().any(|b| b.as_deref() != Some(ca)) {
-            self.objects.webhook.set_ca_bundle(ca.to_vec()).await?;
-            info!("set the webhook's caBundle to the injector's CA");
+    /// Puts `bundle` in every webhook of the configuration `read` that holds another. Run
+    /// every pass, so a `caBundle` wiped by someone else (`kubectl replace`, `helm upgrade
+    /// --force` of a render without it) is back within a [`TICK`].
+    async fn sync_ca_bundle(
+        &self,
+        read: &Versioned<WebhookBundles>,
+        bundle: Vec<u8>,
+    ) -> Result<(), ApiError> {
+        let stale = read
+            .value
+            .webhooks
+            .iter()
+            .any(|(_, b)| b.as_deref() != Some(&bundle[..]));
+        if stale {
+            let cas = bundle.windows(5).filter(|w| w == b"BEGIN").count();
+            self.objects.webhook.set_ca_bundle(read, bundle).await?;
+            info!(
+                ca.count = cas,
+                "set the webhook's caBundle to the injector's CA"
+            );
         }
         Ok(())
     }

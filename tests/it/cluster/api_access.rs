@@ -3,6 +3,13 @@
 //! `--cert-secret`, one gets its certificate from Pebble with `--acme-store secret:`. Each
 //! serves its certificate, and the apiserver's audit log shows no 403 for their account.
 //!
+//! Issue 15, acceptance 3: the rendered Role holds no `create` of Secrets or Leases (the chart
+//! renders the store's Secrets and Lease instead, and the sidecars work with those); the ACME
+//! account lands in its own Secret; and a pod holding the same ServiceAccount's token (the
+//! app's view) can read no Secret but those the Role names, nor create one (a service-account
+//! token Secret would hand it another account's token): `kubectl auth can-i` and real requests
+//! from a curl pod agree.
+//!
 //! Issue 14, acceptance 5: `kubectl describe pod` of the ACME pod shows the sidecar's
 //! CertificateObtained Event. kubectl describe's `Events` section lists the Events whose
 //! `regarding.uid` is the pod's, so the sidecar must know `POD_UID` (downward API
@@ -50,6 +57,7 @@ async fn cert_secret_and_acme_secret_store_work_under_the_charts_role_without_a_
             &format!("sidecarAccess={access}"),
         ])
         .await;
+    let store_objects = assert_least_privilege(&rbac);
     cluster
         .apply(
             ns,
@@ -57,6 +65,10 @@ async fn cert_secret_and_acme_secret_store_work_under_the_charts_role_without_a_
         )
         .await;
     cluster.apply(ns, &rbac).await;
+    // The store's objects exist before any sidecar runs, as rendered.
+    for (kind, name) in &store_objects {
+        cluster.kubectl_ok(&["-n", ns, "get", kind, name]).await;
+    }
 
     // --cert-secret: the Secret read and watched through the API.
     let ca = TestCa::new("web test CA");
@@ -115,14 +127,46 @@ async fn cert_secret_and_acme_secret_store_work_under_the_charts_role_without_a_
     )
     .await
     .expect("the served certificate chains to Pebble's root");
-    cluster
+    // The pair in the store Secret; the account in its own, never beside the pair.
+    let store = cluster
         .wait_json(
             Some(ns),
             &["secret", "chat-acme"],
             Duration::from_secs(30),
-            |_| true,
+            |s| !str_at(s, "/data/tls.crt").is_empty(),
         )
         .await;
+    assert_eq!(str_at(&store, "/type"), "kubernetes.io/tls");
+    assert!(
+        store["data"].get("acme-account.json").is_none(),
+        "the account is in the store Secret: {:?}",
+        store["data"]
+    );
+    let account = cluster
+        .kubectl_ok(&["-n", ns, "get", "secret", "chat-acme-account", "-o", "json"])
+        .await;
+    let account: Value = serde_json::from_str(&account).expect("JSON");
+    assert!(
+        !str_at(&account, "/data/acme-account.json").is_empty(),
+        "no account in chat-acme-account: {account}"
+    );
+    // The sidecar's writes keep what the chart set: a Lease renewal is a replace (PUT) of the
+    // whole object, and must carry helm's annotations, or helm would delete it on uninstall.
+    let lease = cluster
+        .kubectl_ok(&["-n", ns, "get", "lease", "chat-acme", "-o", "json"])
+        .await;
+    let lease: Value = serde_json::from_str(&lease).expect("JSON");
+    for object in [&store, &account, &lease] {
+        assert_eq!(
+            str_at(object, "/metadata/annotations/helm.sh~1resource-policy"),
+            "keep",
+            "{object}"
+        );
+    }
+    assert!(
+        !str_at(&lease, "/spec/renewTime").is_empty(),
+        "the Lease was never taken: {lease}"
+    );
 
     described_with_the_certificate_obtained_event(&cluster, ns, "chat").await;
 
@@ -151,6 +195,149 @@ async fn cert_secret_and_acme_secret_store_work_under_the_charts_role_without_a_
             .any(|r| r["objectRef"]["resource"] == "leases"),
         "no Lease request by {user}"
     );
+    assert!(
+        !requests.iter().any(|r| r["verb"] == "create"
+            && matches!(
+                r["objectRef"]["resource"].as_str(),
+                Some("secrets" | "leases")
+            )),
+        "the sidecars tried to create a Secret or Lease"
+    );
+
+    // Last, as its 403s are this account's too: what the token lets the app do.
+    the_token_reads_only_the_named_secrets(&cluster, ns).await;
+}
+
+/// The rendered sidecarAccess: every rule on Secrets or Leases names its objects and none
+/// grants `create` (RBAC cannot limit create to a name); the store's Secret (a TLS Secret with
+/// empty keys), account Secret and Lease are rendered, kept by helm on uninstall. Returns the
+/// store objects as (kind, name).
+fn assert_least_privilege(rbac: &str) -> Vec<(&'static str, &'static str)> {
+    let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(rbac)
+        .map(|d| serde::Deserialize::deserialize(d).expect("YAML"))
+        .filter(|d: &Value| !d.is_null())
+        .collect();
+    let roles: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Role").collect();
+    assert_eq!(roles.len(), 1, "{rbac}");
+    let rules = roles[0]["rules"].as_array().expect("rules");
+    for rule in rules {
+        let resources = rule["resources"].as_array().expect("resources");
+        let scoped = resources.iter().any(|r| r == "secrets" || r == "leases");
+        if !scoped {
+            continue;
+        }
+        let verbs = rule["verbs"].as_array().expect("verbs");
+        assert!(
+            !verbs.iter().any(|v| v == "create" || v == "*"),
+            "create on {resources:?}: {rule}"
+        );
+        assert!(
+            rule["resourceNames"]
+                .as_array()
+                .is_some_and(|n| !n.is_empty()),
+            "a rule on {resources:?} without resourceNames: {rule}"
+        );
+    }
+    let find = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name} rendered:\n{rbac}"))
+    };
+    let store = find("Secret", "chat-acme");
+    assert_eq!(store["type"], "kubernetes.io/tls");
+    assert_eq!(
+        store["data"],
+        serde_json::json!({"tls.crt": "", "tls.key": ""})
+    );
+    let objects = [
+        ("secret", "chat-acme"),
+        ("secret", "chat-acme-account"),
+        ("lease", "chat-acme"),
+    ];
+    for (kind, name) in objects {
+        let kind_name = if kind == "secret" { "Secret" } else { "Lease" };
+        let object = find(kind_name, name);
+        assert_eq!(
+            object["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+            "{object}"
+        );
+    }
+    objects.to_vec()
+}
+
+/// `kubectl auth can-i` as the ServiceAccount, and the same token used from a curl pod: get,
+/// list and create of Secrets are refused but for the names the Role grants.
+async fn the_token_reads_only_the_named_secrets(cluster: &Cluster, ns: &str) {
+    cluster
+        .apply(
+            ns,
+            "apiVersion: v1\nkind: Secret\nmetadata: { name: db-password }\n\
+             stringData: { password: hunter2 }\n",
+        )
+        .await;
+    let user = format!("system:serviceaccount:{ns}:chat");
+    for (verb, resource, allowed) in [
+        ("get", "secrets", "no"),
+        ("list", "secrets", "no"),
+        ("watch", "secrets", "no"),
+        ("create", "secrets", "no"),
+        ("create", "leases", "no"),
+        ("get", "secrets/db-password", "no"),
+        ("get", "secrets/chat-acme", "yes"),
+        ("get", "secrets/chat-acme-account", "yes"),
+        ("get", "secrets/web-tls", "yes"),
+        ("update", "leases/chat-acme", "yes"),
+    ] {
+        let out = cluster
+            .kubectl(&["auth", "can-i", verb, resource, "-n", ns, "--as", &user])
+            .await;
+        let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(answer, allowed, "can-i {verb} {resource} as {user}");
+    }
+
+    let sa = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let curl = format!(
+        "curl -s -o /dev/null -w '%{{http_code}}' --cacert {sa}/ca.crt \
+         -H \"Authorization: Bearer $(cat {sa}/token)\""
+    );
+    let api =
+        format!("https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/api/v1/namespaces/{ns}");
+    let token_secret = r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"stolen","annotations":{"kubernetes.io/service-account.name":"chat"}},"type":"kubernetes.io/service-account-token"}"#;
+    let script = yaml_string(&format!(
+        "for path in secrets/db-password secrets secrets/chat-acme; do \
+           echo \"GET $path $({curl} {api}/$path)\"; done; \
+         echo \"POST secrets $({curl} -X POST -H 'Content-Type: application/json' \
+           -d '{token_secret}' {api}/secrets)\"; echo done"
+    ));
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{ name: app-view }}\nspec:\n  \
+         serviceAccountName: chat\n  restartPolicy: Never\n  containers:\n    \
+         - name: curl\n      image: {CURL_IMAGE}\n      command: [\"sh\", \"-c\", {script}]\n"
+    );
+    cluster.apply(ns, &pod).await;
+    let pod = cluster
+        .wait_json(Some(ns), &["pod", "app-view"], POD_START, |p| {
+            matches!(str_at(p, "/status/phase"), "Succeeded" | "Failed")
+        })
+        .await;
+    let log = cluster.container_log(ns, "app-view", str_at(&pod, "/metadata/uid"), "curl");
+    let text = std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    assert!(text.contains("done"), "the script did not finish:\n{text}");
+    for (line, why) in [
+        ("GET secrets/db-password 403", "another Secret is readable"),
+        ("GET secrets 403", "Secrets can be listed"),
+        (
+            "GET secrets/chat-acme 200",
+            "the store Secret is not readable",
+        ),
+        ("POST secrets 403", "a token Secret can be created"),
+    ] {
+        assert!(text.contains(line), "{why}:\n{text}");
+    }
+    let stolen = cluster
+        .kubectl(&["-n", ns, "get", "secret", "stolen"])
+        .await;
+    assert!(!stolen.status.success(), "the token Secret exists");
 }
 
 /// Awaits `kubectl describe pod` listing CertificateObtained among the pod's Events.

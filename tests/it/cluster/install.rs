@@ -2,7 +2,9 @@
 //! its self-managed certificate lands in its Secret and in the webhook's `caBundle`, the real
 //! apiserver then calls the webhook for the echo example, whose pods start with the native
 //! sidecar, become Ready through the real probes and echo through their LoadBalancer;
-//! `helm test` passes; `helm uninstall` leaves exactly what the README says it keeps.
+//! `helm test` passes; `helm uninstall` leaves exactly what the README says it keeps: the
+//! injector's run-time Secret and Lease are owned by the webhook configuration, and the real
+//! garbage collector of kube-controller-manager deletes them with it.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -14,12 +16,10 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::support::cluster::{Cluster, POD_START, items, str_at, ws_connect_retrying};
 use crate::support::{LeafSpec, TestCa, assert_echo, client_config, install_crypto_provider};
 
-/// What `helm uninstall` leaves in the release's namespace (README, "Injecting the sidecar"):
-/// the self-managed certificate's Secret and Lease, which the injector creates at run time.
-const KEPT_AFTER_UNINSTALL: [&str; 2] = [
-    "Lease/wss-sidecar-injector-cert",
-    "Secret/wss-sidecar-injector-tls",
-];
+/// What `helm uninstall` leaves in the release's namespace (README, "Uninstalling"): nothing.
+/// The self-managed certificate's Secret and Lease, which the injector creates at run time,
+/// go with the MutatingWebhookConfiguration that owns them.
+const KEPT_AFTER_UNINSTALL: [&str; 0] = [];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn helm_install_injects_the_echo_example_and_uninstall_keeps_what_the_readme_says() {
@@ -55,6 +55,29 @@ async fn helm_install_injects_the_echo_example_and_uninstall_keeps_what_the_read
         )
         .await;
     let ca = str_at(&secret, "/data/ca.crt").to_string();
+    let webhook = cluster
+        .get_json(
+            None,
+            &["mutatingwebhookconfiguration", "wss-sidecar-injector"],
+        )
+        .await
+        .expect("the webhook configuration");
+    let uid = str_at(&webhook, "/metadata/uid");
+    for object in [
+        "secret/wss-sidecar-injector-tls",
+        "lease/wss-sidecar-injector-cert",
+    ] {
+        let found = cluster
+            .get_json(Some(ns), &[object])
+            .await
+            .unwrap_or_else(|| panic!("{object} exists"));
+        let owners = &found["metadata"]["ownerReferences"];
+        assert_eq!(
+            owners[0]["kind"], "MutatingWebhookConfiguration",
+            "{object}: {found:#}"
+        );
+        assert_eq!(owners[0]["uid"], uid, "{object}: {found:#}");
+    }
     cluster
         .wait_json(
             None,

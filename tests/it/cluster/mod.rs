@@ -11,8 +11,13 @@
 //! - `events`: `kubectl describe pod` shows the sidecar's CertificateObtained (acceptance 5).
 //! - `realness`: the cluster refuses, routes, isolates and terminates as Kubernetes does.
 //! - `webhook_acme`: the ACME example's first certificate behind its LoadBalancer (issue 14).
+//! - `webhook_monitoring`: the chart's PodMonitor and ServiceMonitor select and scrape the
+//!   injected pods and the injector (issue 15).
+//! - `webhook_reach`: injection with the webhook on port 443, and with hostNetwork (issue 15).
 //! - `webhook_refusals`: the apiserver relays the injector's refusals and warnings (issue 14).
 //! - `webhook_rollout`: a rollout restart under load fails no connection (acceptance 3).
+//! - `webhook_rotation`: the webhook's certificate changes (helm upgrade, self-managed CA
+//!   rotation, upgrades and applies in self mode) while pods are created: none refused.
 
 mod api_access;
 mod contract;
@@ -21,8 +26,13 @@ mod install;
 mod realness;
 mod rotation;
 mod webhook_acme;
+mod webhook_monitoring;
+mod webhook_reach;
 mod webhook_refusals;
 mod webhook_rollout;
+mod webhook_rotation;
+mod webhook_skew;
+mod webhook_store_objects;
 
 use crate::support::cluster::{Cluster, NODE_IP, SIDECAR_IMAGE, yaml_string};
 use crate::support::pebble::{Pebble, PebbleOptions};

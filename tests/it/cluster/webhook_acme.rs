@@ -198,14 +198,19 @@ async fn deploy(cluster: &Cluster, ns: &str, pebble: &Pebble, challenge: Challen
     cluster.load_balancer_ip(ns, "echo-acme").await
 }
 
-/// `manifests/examples/echo-acme.yaml` in `ns`, with Pebble as its CA and resolver; for
-/// HTTP-01 with `--http-listen` and a port-80 Service port to `wss-http`.
+/// `manifests/examples/echo-acme.yaml` in `ns`, after the store objects it needs made first
+/// (`echo-acme-store.yaml`: the sidecar's Role cannot create them), with Pebble as its CA and
+/// resolver; for HTTP-01 with `--http-listen` and a port-80 Service port to `wss-http`.
 fn example(ns: &str, pebble: &Pebble, challenge: Challenge) -> String {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/manifests/examples/echo-acme.yaml"
+    let read = |file: &str| {
+        let path = format!("{}/manifests/examples/{file}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(path).expect("the example")
+    };
+    let text = format!(
+        "{}---\n{}",
+        read("echo-acme-store.yaml"),
+        read("echo-acme.yaml")
     );
-    let text = std::fs::read_to_string(path).expect("the example");
     let mut annotations = format!(
         "        wss-sidecar.io/acme-directory: {directory}\n\
          \x20       wss-sidecar.io/acme-ca-root: /pebble/root.pem\n\

@@ -199,6 +199,32 @@ pub const STORE: &str = "chat-acme";
 
 pub const SECRET: &str = "/api/v1/namespaces/team/secrets/chat-acme";
 
+/// The store's account Secret (`NAME-account`).
+pub const ACCOUNT_SECRET: &str = "/api/v1/namespaces/team/secrets/chat-acme-account";
+
+/// Makes the ACME store `name`'s three objects in `namespace` as the chart (or the documented
+/// `kubectl create`) does before any sidecar runs: the sidecar creates none of them.
+pub fn seed_acme_store(api: &FakeApi, namespace: &str, name: &str) {
+    let meta = |name: &str| serde_json::json!({"name": name, "namespace": namespace});
+    let secrets = format!("/api/v1/namespaces/{namespace}/secrets");
+    api.seed(
+        &format!("{secrets}/{name}"),
+        serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": meta(name),
+                           "type": "kubernetes.io/tls", "data": {"tls.crt": "", "tls.key": ""}}),
+    );
+    let account = format!("{name}-account");
+    api.seed(
+        &format!("{secrets}/{account}"),
+        serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": meta(&account),
+                           "type": "Opaque"}),
+    );
+    api.seed(
+        &format!("/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"),
+        serde_json::json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                           "metadata": meta(name), "spec": {}}),
+    );
+}
+
 pub const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/team/leases/chat-acme";
 
 pub const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/team/leases";
@@ -225,6 +251,7 @@ impl SecretStoreCluster {
         let (namespace, rules) = example_role();
         assert_eq!(namespace, NS);
         api.enforce_role(&namespace, rules);
+        seed_acme_store(&api, NS, STORE);
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = api.write_kubeconfig(dir.path(), NS);
         SecretStoreCluster {

@@ -310,8 +310,8 @@ pub struct ChartRelease {
 }
 
 impl ChartRelease {
-    /// `helm install --wait` with `args` added (e.g. `--set`), then waits for both injector
-    /// replicas to be Ready.
+    /// `helm install --wait` with `args` added (e.g. `--set`), then waits for every injector
+    /// replica (the Deployment's `replicas`: 2 by default) to be Ready.
     pub async fn install(cluster: &Cluster, prefix: &str, args: &[&str]) -> ChartRelease {
         let release = ChartRelease {
             helm: cluster.dir.join("bin/helm"),
@@ -332,8 +332,20 @@ impl ChartRelease {
         ];
         install.extend_from_slice(args);
         cluster.helm_ok(&install).await;
+        let deployments = cluster
+            .get_json(Some(&release.ns.name), &["deployments"])
+            .await
+            .expect("the release's Deployment");
+        let replicas = items(&deployments)
+            .iter()
+            .filter_map(|d| d.pointer("/spec/replicas").and_then(Value::as_u64))
+            .sum::<u64>();
         cluster
-            .wait_ready_pods(&release.ns.name, "wss-sidecar.io/injector=true", 2)
+            .wait_ready_pods(
+                &release.ns.name,
+                "wss-sidecar.io/injector=true",
+                replicas as usize,
+            )
             .await;
         release
     }

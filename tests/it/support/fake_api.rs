@@ -1,6 +1,7 @@
 //! A small in-process Kubernetes API server: plain HTTP on 127.0.0.1, real JSON, and the parts
 //! of the real server's behaviour our clients depend on:
-//! - GET / POST / PUT / PATCH (merge) / DELETE on any object path, lists of a collection with a
+//! - GET / POST / PUT / PATCH (merge, or JSON Patch: `test` failures are 422 as on the real
+//!   server) / DELETE on any object path, lists of a collection with a
 //!   `metadata.name` field selector, and `?watch=true` streams of ADDED / MODIFIED / DELETED;
 //! - `resourceVersion` checked on every replace and on a patch that names one (409 on a stale
 //!   one). A write without one is an unconditional overwrite, as on the real server, and is
@@ -374,6 +375,10 @@ async fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> 
     {
         return watch_stream(shared, path, &query);
     }
+    let json_patch = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/json-patch+json"));
     let body = match req.into_body().collect().await {
         Ok(body) => body.to_bytes(),
         Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", e.to_string()),
@@ -410,10 +415,36 @@ async fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> 
     }
     let response = {
         let mut state = shared.state.lock().unwrap();
-        serve(&mut state, &method, path, &query, object)
+        if method == Method::PATCH && json_patch {
+            apply_json_patch(&mut state, path, &query, object)
+        } else {
+            serve(&mut state, &method, path, &query, object)
+        }
     };
     if method != Method::GET {
         shared.changed.send_modify(|v| *v += 1);
     }
     response
+}
+
+/// A JSON Patch (RFC 6902) as the apiserver applies one (pkg/endpoints/handlers/patch.go):
+/// to the stored object, a failed operation answered 422; the result is then updated as a
+/// replace, so a resourceVersion the patch set is a precondition.
+fn apply_json_patch(
+    state: &mut State,
+    path: String,
+    query: &BTreeMap<String, String>,
+    patch: Value,
+) -> Response<Body> {
+    let Some(mut current) = state.objects.get(&path).cloned() else {
+        return serve(state, &Method::GET, path, query, Value::Null);
+    };
+    let patch: json_patch::Patch = match serde_json::from_value(patch) {
+        Ok(patch) => patch,
+        Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", e.to_string()),
+    };
+    if let Err(e) = json_patch::patch(&mut current, &patch) {
+        return status(StatusCode::UNPROCESSABLE_ENTITY, "", e.to_string());
+    }
+    serve(state, &Method::PUT, path, query, current)
 }

@@ -6,8 +6,9 @@ use serde_json::{Value, json};
 use wss_sidecar::config::{Cli, Command, InjectorArgs};
 use wss_sidecar::injector::SidecarTemplate;
 
-/// The image every test sidecar uses.
-pub const TEST_IMAGE: &str = "registry.example/wss-sidecar:0.1.0";
+/// The image every test sidecar uses: this release's, so that the injector injects everything
+/// it knows (an older tag would leave out what that release lacks: `injector::skew`).
+pub const TEST_IMAGE: &str = concat!("registry.example/wss-sidecar:", env!("CARGO_PKG_VERSION"));
 
 /// `wss-sidecar injector --sidecar-image TEST_IMAGE EXTRA…`, parsed as the binary would.
 pub fn injector_args(extra: &[&str]) -> InjectorArgs {
@@ -66,6 +67,8 @@ pub const SERVICE_NAME: &str = "wss-sidecar-injector.wss-sidecar.svc";
 /// [`SERVICE_NAME`] from a fresh CA, with a client that trusts only that CA.
 pub struct TestInjector {
     pub addr: std::net::SocketAddr,
+    /// Its admin endpoint (`/metrics`, `/healthz`, `/readyz`), on another free port.
+    pub admin: std::net::SocketAddr,
     pub client: std::sync::Arc<rustls::ClientConfig>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), wss_sidecar::injector::RunError>>,
@@ -94,7 +97,14 @@ impl TestInjector {
             .await
             .expect("bind");
         let addr = https.local_addr().expect("local addr");
-        let listeners = wss_sidecar::injector::Listeners { https, admin: None };
+        let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let admin = admin_listener.local_addr().expect("local addr");
+        let listeners = wss_sidecar::injector::Listeners {
+            https,
+            admin: Some(admin_listener),
+        };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let config = args.into_config().expect("a valid injector configuration");
         let task = tokio::spawn(wss_sidecar::injector::run(config, listeners, async move {
@@ -102,6 +112,7 @@ impl TestInjector {
         }));
         TestInjector {
             addr,
+            admin,
             client: super::client_config(&[ca.cert_der()], &[b"http/1.1"]),
             stop: Some(stop),
             task,

@@ -214,13 +214,9 @@ impl Metrics {
     pub fn parse(body: &str) -> Metrics {
         let lines = body.lines().map(|l| Ok(l.to_string()));
         let scrape = prometheus_parse::Scrape::parse(lines).expect("metrics parse");
-        let sample_lines = body
-            .lines()
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .count();
         assert_eq!(
             scrape.samples.len(),
-            sample_lines,
+            expected_samples(body),
             "every sample line of /metrics must parse as Prometheus text:\n{body}"
         );
         assert!(
@@ -245,6 +241,57 @@ impl Metrics {
             })
             .unwrap_or(0.0)
     }
+}
+
+impl Metrics {
+    /// The cumulative buckets `(le, count)` of the histogram `name` (without labels), checking
+    /// that they are cumulative and that `+Inf` equals `name_count`.
+    pub fn buckets(&self, name: &str) -> Vec<(f64, f64)> {
+        let sample = self
+            .scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name)
+            .unwrap_or_else(|| panic!("no histogram {name} in the scrape"));
+        let prometheus_parse::Value::Histogram(counts) = &sample.value else {
+            panic!("{name} is not a histogram: {:?}", sample.value);
+        };
+        let buckets: Vec<(f64, f64)> = counts.iter().map(|c| (c.less_than, c.count)).collect();
+        assert!(
+            buckets
+                .windows(2)
+                .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1),
+            "{name}: buckets not cumulative: {buckets:?}"
+        );
+        let last = buckets.last().expect("at least the +Inf bucket");
+        assert!(last.0.is_infinite(), "{name}: no +Inf bucket: {buckets:?}");
+        assert_eq!(last.1, self.value(&format!("{name}_count"), &[]), "{name}");
+        buckets
+    }
+}
+
+/// How many samples the parser must return for `body`: one per sample line, except that the
+/// `_bucket` lines of one histogram series (same name, same labels but `le`) make one sample.
+fn expected_samples(body: &str) -> usize {
+    let mut series = std::collections::BTreeSet::new();
+    let mut plain = 0;
+    for line in body
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        match line.split_once("_bucket{") {
+            Some((name, rest)) => {
+                let labels = rest.split_once('}').map_or(rest, |(labels, _)| labels);
+                let others: Vec<&str> = labels
+                    .split(',')
+                    .filter(|l| !l.starts_with("le="))
+                    .collect();
+                series.insert((name.to_string(), others.join(",")));
+            }
+            None => plain += 1,
+        }
+    }
+    plain + series.len()
 }
 
 /// A minimal HTTP/1.1 GET over a fresh connection: (status, body).

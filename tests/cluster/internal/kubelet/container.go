@@ -285,7 +285,7 @@ func (w *podWorker) containerSpec(cs *ctrState) (runtime.Spec, error) {
 	spec := runtime.Spec{
 		Dir: w.k.cfg.Dir, PodUID: w.uid, PodName: pod.Name, Container: c.Name, Image: c.Image,
 		Command: expandAll(c.Command, env), Args: expandAll(c.Args, env), Env: env, WorkingDir: c.WorkingDir,
-		Netns:   pn.Netns,
+		Netns: pn.Netns, HostNetwork: pn.Host,
 		LogPath: filepath.Join(w.logDir(), c.Name, strconv.Itoa(restart)+".log"),
 	}
 	spec.UID, spec.GID = runAs(pod, c)

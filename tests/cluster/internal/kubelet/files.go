@@ -3,6 +3,7 @@ package kubelet
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
@@ -36,6 +37,29 @@ func hostsFile(pod *v1.Pod, podIPs []string) []byte {
 	}
 	return b.Bytes()
 }
+
+// hostNetworkHostsFile is /etc/hosts of a hostNetwork pod: the node's own, under the
+// kubelet's header, then the pod's HostAliases (pkg/kubelet/kubelet_pods.go
+// nodeHostsFileContent).
+func hostNetworkHostsFile(pod *v1.Pod) ([]byte, error) {
+	node, err := os.ReadFile(nodeHostsPath)
+	if err != nil {
+		return nil, fmt.Errorf("hostNetwork pod: the node's hosts file: %w", err)
+	}
+	var b bytes.Buffer
+	b.WriteString("# Kubernetes-managed hosts file (host network).\n")
+	b.Write(node)
+	if len(pod.Spec.HostAliases) > 0 {
+		b.WriteString("\n# Entries added by HostAliases.\n")
+		for _, a := range pod.Spec.HostAliases {
+			fmt.Fprintf(&b, "%s\t%s\n", a.IP, strings.Join(a.Hostnames, "\t"))
+		}
+	}
+	return b.Bytes(), nil
+}
+
+// nodeHostsPath is the node's hosts file (a variable for tests).
+var nodeHostsPath = "/etc/hosts"
 
 // podHostname is the pod's hostname and domain (pkg/kubelet/kubelet_pods.go GeneratePodHostNameAndDomain).
 func podHostname(pod *v1.Pod) (string, string) {

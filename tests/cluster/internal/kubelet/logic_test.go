@@ -2,6 +2,7 @@ package kubelet
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,8 +80,15 @@ func TestRestartBackoff(t *testing.T) {
 }
 
 func TestUnsupportedPodsAreExplained(t *testing.T) {
-	if msg := unsupported(&v1.Pod{Spec: v1.PodSpec{HostNetwork: true}}); msg == "" {
-		t.Error("hostNetwork must be refused")
+	if msg := unsupported(&v1.Pod{Spec: v1.PodSpec{HostNetwork: true}}); !strings.Contains(msg, "ClusterFirstWithHostNet") {
+		t.Errorf("hostNetwork with ClusterFirst (the node's DNS) must be refused, got %q", msg)
+	}
+	if msg := unsupported(&v1.Pod{Spec: v1.PodSpec{HostNetwork: true, DNSPolicy: v1.DNSClusterFirstWithHostNet}}); msg != "" {
+		t.Errorf("hostNetwork with ClusterFirstWithHostNet refused: %s", msg)
+	}
+	ipc := &v1.PodSecurityContext{Sysctls: []v1.Sysctl{{Name: "kernel.shm_rmid_forced", Value: "1"}}}
+	if msg := unsupported(&v1.Pod{Spec: v1.PodSpec{SecurityContext: ipc}}); !strings.Contains(msg, "kernel.shm_rmid_forced") {
+		t.Errorf("an IPC sysctl must be refused by name, got %q", msg)
 	}
 	if msg := unsupported(&v1.Pod{Spec: v1.PodSpec{Volumes: []v1.Volume{{Name: "h", VolumeSource: v1.VolumeSource{HostPath: &v1.HostPathVolumeSource{Path: "/"}}}}}}); msg == "" {
 		t.Error("hostPath must be refused")

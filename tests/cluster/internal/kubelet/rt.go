@@ -26,6 +26,8 @@ type Runtime interface {
 type Net interface {
 	Setup(uid string) (*podnet.Pod, error)
 	Teardown(uid string) error
+	// SetSysctls writes the pod's net.* sysctls into its network namespace.
+	SetSysctls(p *podnet.Pod, sysctls []podnet.Sysctl) error
 }
 
 type realRuntime struct{}
@@ -51,3 +53,6 @@ type realNet struct{}
 
 func (realNet) Setup(uid string) (*podnet.Pod, error) { return podnet.Setup(uid) }
 func (realNet) Teardown(uid string) error             { return podnet.Teardown(uid) }
+func (realNet) SetSysctls(p *podnet.Pod, s []podnet.Sysctl) error {
+	return podnet.SetSysctls(p, s)
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -113,6 +114,8 @@ func (w *podWorker) run(ctx context.Context) {
 
 	if msg := unsupported(w.current()); msg != "" {
 		w.fail("UnsupportedByWssCluster", msg)
+	} else if reason, msg := admitSysctls(w.current()); reason != "" {
+		w.fail(reason, msg)
 	} else if w.deleting() {
 		// Deleted before it ever ran: nothing to start.
 	} else if err := w.setup(ctx); err == nil {
@@ -149,12 +152,21 @@ func (w *podWorker) run(ctx context.Context) {
 // unsupported explains why this kubelet cannot run the pod, or is "".
 func unsupported(pod *v1.Pod) string {
 	switch {
-	case pod.Spec.HostNetwork:
-		return "hostNetwork pods are not supported by the wss-cluster kubelet (pods must not share the host's network)"
+	case pod.Spec.HostNetwork && (pod.Spec.DNSPolicy == v1.DNSClusterFirst || pod.Spec.DNSPolicy == ""):
+		// The real kubelet gives such a pod the node's resolv.conf, as for Default
+		// (pkg/kubelet/network/dns/dns.go getPodDNSType).
+		return "hostNetwork pods with dnsPolicy ClusterFirst get the node's DNS (as Default), which the wss-cluster kubelet does not support: use ClusterFirstWithHostNet"
 	case pod.Spec.HostPID || pod.Spec.HostIPC:
 		return "hostPID/hostIPC pods are not supported by the wss-cluster kubelet"
 	case pod.Spec.DNSPolicy == v1.DNSDefault:
 		return "dnsPolicy Default is not supported by the wss-cluster kubelet (use ClusterFirst or None)"
+	}
+	if sc := pod.Spec.SecurityContext; sc != nil {
+		for _, s := range sc.Sysctls {
+			if !strings.HasPrefix(s.Name, "net.") && !strings.HasPrefix(s.Name, "net/") {
+				return fmt.Sprintf("sysctl %q: only net.* sysctls are supported by the wss-cluster kubelet (its containers do not share an IPC namespace)", s.Name)
+			}
+		}
 	}
 	for _, v := range pod.Spec.Volumes {
 		s := v.VolumeSource
@@ -202,9 +214,16 @@ func (w *podWorker) setup(ctx context.Context) error {
 
 func (w *podWorker) setupOnce(ctx context.Context) error {
 	pod := w.current()
-	pn, err := w.k.net.Setup(w.uid)
-	if err != nil {
-		return fmt.Errorf("pod network: %w", err)
+	pn := podnet.HostPod()
+	if !pod.Spec.HostNetwork {
+		var err error
+		if pn, err = w.k.net.Setup(w.uid); err != nil {
+			return fmt.Errorf("pod network: %w", err)
+		}
+		// The sandbox's sysctls, before any container starts (admitted in run).
+		if err := w.k.net.SetSysctls(pn, podSysctls(pod)); err != nil {
+			return fmt.Errorf("pod network: %w", err)
+		}
 	}
 	vols, err := volumes.New(volumes.Config{Dir: w.k.cfg.Dir, Client: w.k.client, NodeAllocatable: w.k.capacity()}, pod)
 	if err != nil {
@@ -216,8 +235,13 @@ func (w *podWorker) setupOnce(ctx context.Context) error {
 	if err := vols.Sync(ctx); err != nil {
 		return err
 	}
-	ips := podIPs(pn)
-	if err := os.WriteFile(filepath.Join(w.podDir(), "etc-hosts"), hostsFile(pod, ips), 0o644); err != nil {
+	hosts := hostsFile(pod, podIPs(pn))
+	if pod.Spec.HostNetwork {
+		if hosts, err = hostNetworkHostsFile(pod); err != nil {
+			return err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(w.podDir(), "etc-hosts"), hosts, 0o644); err != nil {
 		return err
 	}
 	rc, err := resolvConf(pod)
@@ -277,7 +301,9 @@ func (w *podWorker) teardown() {
 			w.k.logf("%v", err)
 		}
 	}
-	if err := w.k.net.Teardown(w.uid); err != nil {
+	if w.current().Spec.HostNetwork {
+		// The node's network: nothing was made for the pod.
+	} else if err := w.k.net.Teardown(w.uid); err != nil {
 		w.k.logf("pod %s: network teardown: %v", w.uid, err)
 	}
 	_ = os.RemoveAll(w.podDir())

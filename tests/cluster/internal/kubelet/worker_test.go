@@ -27,6 +27,8 @@ type fakeRT struct {
 	procs  map[string]*fakeProc
 	// startupOK says whether the startup probe of a container passes now.
 	startupOK func(container string) bool
+	// specs is the last spec each container was started with.
+	specs map[string]runtime.Spec
 }
 
 type fakeProc struct {
@@ -71,6 +73,10 @@ func (r *fakeRT) Start(spec runtime.Spec) (Proc, error) {
 	r.record("start " + spec.Container)
 	p := &fakeProc{rt: r, name: spec.Container, done: make(chan struct{})}
 	r.mu.Lock()
+	if r.specs == nil {
+		r.specs = map[string]runtime.Spec{}
+	}
+	r.specs[spec.Container] = spec
 	r.procs[spec.Container] = p
 	r.mu.Unlock()
 	return p, nil
@@ -96,7 +102,8 @@ func (fakeNet) Setup(uid string) (*podnet.Pod, error) {
 	return &podnet.Pod{Name: "wsscl-test", Netns: "/run/netns/wsscl-test",
 		IPv4: netip.MustParseAddr("10.244.0.7"), IPv6: netip.MustParseAddr("fd10:244::7")}, nil
 }
-func (fakeNet) Teardown(uid string) error { return nil }
+func (fakeNet) Teardown(uid string) error                         { return nil }
+func (fakeNet) SetSysctls(p *podnet.Pod, s []podnet.Sysctl) error { return nil }
 
 func sidecarPod() *v1.Pod {
 	always := v1.ContainerRestartPolicyAlways
@@ -254,10 +261,14 @@ func TestWorkerRunOncePodSucceedsAndStopsSidecar(t *testing.T) {
 }
 
 func startWorker(t *testing.T, pod *v1.Pod) (*fake.Clientset, *fakeRT) {
+	return startWorkerNet(t, pod, fakeNet{})
+}
+
+func startWorkerNet(t *testing.T, pod *v1.Pod, net Net) (*fake.Clientset, *fakeRT) {
 	cs := fake.NewClientset(pod)
-	rt := &fakeRT{procs: map[string]*fakeProc{}}
+	rt := &fakeRT{procs: map[string]*fakeProc{}, startupOK: func(string) bool { return true }}
 	k := &Kubelet{cfg: Config{Dir: t.TempDir(), NodeName: "wss-node", VolumeRefreshPeriod: time.Minute},
-		client: cs, rt: rt, net: fakeNet{}, workers: map[string]*podWorker{}}
+		client: cs, rt: rt, net: net, workers: map[string]*podWorker{}}
 	w := newPodWorker(k, pod)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

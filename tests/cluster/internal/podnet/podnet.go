@@ -25,9 +25,11 @@ import (
 type Pod struct {
 	// Name is the netns name (wsscl-ID).
 	Name string
-	// Netns is the netns file, /run/netns/wsscl-ID.
+	// Netns is the netns file, /run/netns/wsscl-ID; empty for a hostNetwork pod.
 	Netns      string
 	IPv4, IPv6 netip.Addr
+	// Host: a hostNetwork pod, in the node's network namespace with the node's addresses.
+	Host bool
 }
 
 var mu sync.Mutex

@@ -44,8 +44,12 @@ type Spec struct {
 	UID, GID                   *int64
 	ReadOnlyRoot               bool
 	// Netns is the pod's network namespace file; empty: a new network namespace of its own.
-	Netns   string
-	LogPath string
+	Netns string
+	// HostNetwork: stay in this process's (the node's) network and UTS namespaces, as
+	// containerd does for a sandbox with NamespaceMode NODE (it leaves out the network and
+	// the UTS namespace; the hostname is the node's).
+	HostNetwork bool
+	LogPath     string
 	// SupplementalGroups are extra group ids (pod securityContext supplementalGroups/fsGroup).
 	SupplementalGroups []int64
 }
@@ -117,7 +121,13 @@ func Start(spec Spec) (*Process, error) {
 	cfg.UID, cfg.GID, cfg.Groups = credentials(img, spec)
 	// containerd's CRI plugin: image env, then HOSTNAME, then the container's env; HOME from
 	// the user's passwd entry when nobody set it.
-	cfg.Env = mergeEnv(append(append([]string{}, img.Env...), "HOSTNAME="+hostname(spec.PodName)), spec.Env)
+	host := hostname(spec.PodName)
+	if spec.HostNetwork {
+		if host, err = os.Hostname(); err != nil {
+			return nil, fmt.Errorf("runtime: hostname: %w", err)
+		}
+	}
+	cfg.Env = mergeEnv(append(append([]string{}, img.Env...), "HOSTNAME="+host), spec.Env)
 	if !hasEnv(cfg.Env, "HOME") {
 		cfg.Env = append(cfg.Env, "HOME="+img.home(int64(cfg.UID)))
 	}
@@ -137,7 +147,7 @@ func Start(spec Spec) (*Process, error) {
 			return nil, fmt.Errorf("runtime: %w", err)
 		}
 	}
-	if spec.PodName != "" {
+	if spec.PodName != "" && !spec.HostNetwork {
 		uts, err := podnet.EnsureUTS(spec.PodUID, hostname(spec.PodName))
 		if err != nil {
 			return nil, err
@@ -154,7 +164,7 @@ func Start(spec Spec) (*Process, error) {
 	defer log.Close()
 
 	flags := uintptr(syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC)
-	if spec.Netns == "" {
+	if spec.Netns == "" && !spec.HostNetwork {
 		flags |= syscall.CLONE_NEWNET
 	}
 	cmd, errR, err := startInit(cfg, log, log, &syscall.SysProcAttr{Cloneflags: flags, Setsid: true, Pdeathsig: syscall.SIGKILL})

@@ -392,3 +392,25 @@ func TestCurlReachesTheNodeFromThePodNetwork(t *testing.T) {
 		t.Fatalf("curl: %d %q", code, log)
 	}
 }
+
+func TestHostNetworkContainerSharesTheNodesNetworkAndHostname(t *testing.T) {
+	p := newPod(t)
+	s := p.spec("c", curl, "sh", "-c", "hostname; ls -l /proc/self/ns/net; cat /proc/net/fib_trie; echo \"env:$HOSTNAME\"")
+	s.Netns, s.HostNetwork = "", true
+	code, log := run(t, s)
+	node, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	netns, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(log, "\n")
+	if code != 0 || len(lines) < 3 || lines[0] != node || !strings.HasSuffix(lines[1], "-> "+netns) {
+		t.Fatalf("want hostname %q and netns %q (the node's): %d %q", node, netns, code, log)
+	}
+	if !strings.Contains(log, "10.244.0.1") || !strings.Contains(log, "env:"+node+"\n") {
+		t.Fatalf("container does not see the node's address 10.244.0.1 or HOSTNAME: %q", log)
+	}
+}
