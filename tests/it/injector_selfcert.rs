@@ -29,6 +29,9 @@ const WEBHOOK: &str =
 const SERVICE: &str = "wss-sidecar-injector.wss-sidecar.svc";
 const DAY: Duration = Duration::from_secs(86_400);
 
+/// `FakeApi::writes` counts the seeding of the Secret as the chart makes it.
+const SEEDED: usize = 1;
+
 /// The webhook configuration's uid, which the Secret's and Lease's ownerReferences name.
 const WEBHOOK_UID: &str = "6d1f2c3e-0000-4000-8000-00000000c0de";
 
@@ -54,6 +57,20 @@ async fn cluster() -> FakeApi {
             "webhooks": [hook("inject.wss-sidecar.io"), hook("second.wss-sidecar.io")]
         }),
     );
+    // The Secret and Lease as the chart makes them (the injector never creates them), under
+    // the names these tests use and the chart's.
+    for prefix in ["injector", "wss-sidecar-injector"] {
+        api.seed(
+            &format!("/api/v1/namespaces/{NS}/secrets/{prefix}-tls"),
+            json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                   "metadata": {"name": format!("{prefix}-tls"), "namespace": NS}}),
+        );
+        api.seed(
+            &format!("/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{prefix}-cert"),
+            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                   "metadata": {"name": format!("{prefix}-cert"), "namespace": NS}}),
+        );
+    }
     api
 }
 
@@ -127,7 +144,8 @@ async fn one_leader_stores_the_certificate_and_ca_bundle_and_every_replica_serve
     assert_eq!(b.reconcile(now).await.unwrap(), Role::Follower);
 
     let secret = api.get(SECRET).unwrap();
-    assert_eq!(secret["type"], "kubernetes.io/tls");
+    // The chart's Secret: the injector writes its keys and never creates it.
+    assert_eq!(secret["type"], "Opaque");
     assert_eq!(secret_data(&api, "ca.crt"), {
         let bundle = ca_bundle(&api);
         base64::engine::general_purpose::STANDARD
@@ -346,7 +364,7 @@ async fn racing_replicas_get_one_leader_and_stale_writes_conflict() {
     );
     assert_eq!(
         api.writes(SECRET),
-        1,
+        SEEDED + 1,
         "one certificate, not one per replica"
     );
 
@@ -396,7 +414,7 @@ async fn the_charts_rbac_allows_exactly_what_the_self_managed_certificate_does()
     assert_eq!(a.reconcile(now).await.unwrap(), Role::Leader);
     assert_eq!(b.reconcile(now).await.unwrap(), Role::Follower);
     assert_eq!(a.reconcile(now + 61 * DAY).await.unwrap(), Role::Leader);
-    assert_eq!(api.writes(SECRET), 2, "created, then renewed");
+    assert_eq!(api.writes(SECRET), SEEDED + 2, "issued, then renewed");
     assert_eq!(
         api.unconditional_writes(),
         0,

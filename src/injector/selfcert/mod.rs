@@ -17,13 +17,16 @@ use crate::certs::Publisher;
 use crate::clock::epoch_seconds;
 use crate::k8s::client::{KubeLease, KubeSecret, KubeWebhook};
 use crate::k8s::{
-    ApiError, LeaseApi, SecretApi, SecretData, Versioned, WebhookApi, WebhookBundles, WriteError,
-    Written, lease, modify,
+    ApiError, LeaseApi, SecretApi, SecretData, SecretWrite, Versioned, WebhookApi, WebhookBundles,
+    WriteError, Written, lease, modify_existing,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
-/// The Secret's type: the pair is an ordinary TLS Secret's (with the CA beside it).
-const SECRET_TYPE: &str = "kubernetes.io/tls";
+/// Where the Secret and the Lease come from when they are missing: the injector never creates
+/// them (see `reconcile`).
+const MISSING_HINT: &str = "the chart makes the injector's Secret and Lease \
+    (templates/injector-objects.yaml, certificate.source=self); without the chart create them: \
+    kubectl create secret generic NAME -n NAMESPACE, and a coordination.k8s.io/v1 Lease NAME-cert";
 
 /// How often each replica reconciles: renews its Lease (if it leads), checks the Secret and
 /// the `caBundle`, and reloads a renewed certificate.
@@ -182,7 +185,11 @@ impl<S: SecretApi, L: LeaseApi, W: WebhookApi> Manager<S, L, W> {
                 let trusted = bundles.as_ref().is_some_and(|b| trusts(b, current));
                 issue::plan(current, names, now, trusted)
             };
-            stored = match modify(&self.objects.secret, SECRET_TYPE, stored, plan).await? {
+            // The Secret is made beforehand (the chart renders it), so the Role needs no
+            // unscoped `create`: an app able to create Secrets in this namespace could make one
+            // of type service-account-token under this name and read a token.
+            let plan = |current: &SecretData| Ok(plan(Some(current))?.map(SecretWrite::from));
+            stored = match modify_existing(&self.objects.secret, stored, plan).await? {
                 Written::Changed(secret) => {
                     info!("stored a new serving certificate for the injector");
                     Some(secret)
@@ -206,7 +213,7 @@ impl<S: SecretApi, L: LeaseApi, W: WebhookApi> Manager<S, L, W> {
     /// Takes the Lease when it is free or expired, renews it when ours.
     async fn lead(&self, now: SystemTime) -> Result<Role, ApiError> {
         let duration = i64::try_from(LEASE_DURATION.as_secs()).unwrap_or(i64::MAX);
-        let held = lease::try_acquire(
+        let held = lease::try_acquire_existing(
             &self.objects.lease,
             &self.identity,
             duration,
@@ -267,6 +274,11 @@ impl<S: SecretApi, L: LeaseApi, W: WebhookApi> Manager<S, L, W> {
                             last_role = Some(role);
                         }
                     }
+                    Err(SelfCertError::Api(ApiError::NotFound(what))) => warn!(
+                        missing = %what,
+                        hint = MISSING_HINT,
+                        "injector certificate pass failed: an object it needs does not exist; retrying"
+                    ),
                     Err(err) => warn!(error = %err, "injector certificate pass failed; retrying"),
                 }
                 tokio::select! {
