@@ -140,7 +140,17 @@ async fn the_injector_refuses_bad_configuration_naming_the_flag() {
     let cases: [Case; 6] = [
         (&["injector"], &[], "--namespace"),
         (
-            &["injector", "--namespace", "wss"],
+            // Off the default ports, which another test may hold: the failure comes after
+            // binding, when the self-managed certificate finds no cluster.
+            &[
+                "injector",
+                "--namespace",
+                "wss",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ],
             no_cluster,
             "--cert-dir",
         ),
