@@ -18,14 +18,26 @@ use tokio::net::TcpListener;
 
 use crate::config::ConfigError;
 
-/// The backlog tokio's own `TcpListener::bind` uses.
-const BACKLOG: i32 = 1024;
+/// The accept-queue length every listener gets unless `--listen-backlog` says otherwise: the
+/// backlog tokio's own `TcpListener::bind` uses.
+pub const DEFAULT_BACKLOG: i32 = 1024;
 
-/// Binds `addr` for `flag`. `[::]` (any port) takes IPv4 and IPv6; when the host has no IPv6,
-/// it falls back to `0.0.0.0` with an info line. Any other address is bound as given. A bind
-/// failure is configuration (exit code 64) and names the flag.
+/// Binds `addr` for `flag` with [`DEFAULT_BACKLOG`]. `[::]` (any port) takes IPv4 and IPv6;
+/// when the host has no IPv6, it falls back to `0.0.0.0` with an info line. Any other address
+/// is bound as given. A bind failure is configuration (exit code 64) and names the flag.
 pub fn bind(flag: &'static str, addr: SocketAddr) -> Result<TcpListener, ConfigError> {
-    let first = bind_socket(addr);
+    bind_with_backlog(flag, addr, DEFAULT_BACKLOG)
+}
+
+/// [`bind`] with an accept queue of `backlog` connections. The kernel silently caps it at
+/// `net.core.somaxconn` (net/socket.c, `__sys_listen`: `if ((unsigned int)backlog > somaxconn)
+/// backlog = somaxconn;`), which is per network namespace, so a pod's own sysctl applies.
+pub fn bind_with_backlog(
+    flag: &'static str,
+    addr: SocketAddr,
+    backlog: i32,
+) -> Result<TcpListener, ConfigError> {
+    let first = bind_socket(addr, backlog);
     let (bound, result) = match ipv4_fallback(addr, first.as_ref().err()) {
         Some(v4) => {
             tracing::info!(
@@ -34,7 +46,7 @@ pub fn bind(flag: &'static str, addr: SocketAddr) -> Result<TcpListener, ConfigE
                 bound = %v4,
                 "this host has no IPv6; listening on IPv4 only"
             );
-            (v4, bind_socket(v4))
+            (v4, bind_socket(v4, backlog))
         }
         None => (addr, first),
     };
@@ -74,9 +86,9 @@ pub fn ipv4_fallback(addr: SocketAddr, error: Option<&io::Error>) -> Option<Sock
 /// `EAFNOSUPPORT` on Linux (asm-generic/errno.h); std has no `ErrorKind` for it.
 const EAFNOSUPPORT: i32 = 97;
 
-/// One listening socket, as tokio's `TcpListener::bind` makes it (`SO_REUSEADDR`, backlog
-/// 1024), plus `IPV6_V6ONLY` off for IPv6.
-fn bind_socket(addr: SocketAddr) -> io::Result<TcpListener> {
+/// One listening socket, as tokio's `TcpListener::bind` makes it (`SO_REUSEADDR`), with
+/// `backlog`, plus `IPV6_V6ONLY` off for IPv6.
+fn bind_socket(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(false)?;
@@ -84,12 +96,14 @@ fn bind_socket(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
+    socket.listen(backlog)?;
     TcpListener::from_std(socket.into())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn addr(s: &str) -> SocketAddr {
@@ -134,6 +148,29 @@ mod tests {
             let (_, peer) = accepted.unwrap();
             assert_eq!(peer.ip().to_canonical().to_string(), client);
         }
+    }
+
+    /// Connections the kernel completes on a listener nobody accepts from: Linux queues
+    /// `backlog + 1` (`sk_acceptq_is_full` is `ack_backlog > max_ack_backlog`) and then drops
+    /// further SYNs, so the next connect hangs in SYN retransmits.
+    async fn queued_without_accept(backlog: i32) -> usize {
+        let listener = bind_with_backlog("--listen", addr("127.0.0.1:0"), backlog).unwrap();
+        let target = listener.local_addr().unwrap();
+        let mut held = Vec::new();
+        loop {
+            let connect = tokio::net::TcpStream::connect(target);
+            match tokio::time::timeout(Duration::from_millis(300), connect).await {
+                Ok(stream) => held.push(stream.unwrap()),
+                Err(_) => return held.len(),
+            }
+            assert!(held.len() <= 64, "the backlog of {backlog} was not applied");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_backlog_sets_the_accept_queue() {
+        assert_eq!(queued_without_accept(2).await, 3);
+        assert_eq!(queued_without_accept(9).await, 10);
     }
 
     #[tokio::test]

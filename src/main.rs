@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use wss_sidecar::config::{Cli, Command, ConfigError};
-use wss_sidecar::listen::{bind, bind_optional};
+use wss_sidecar::listen::{bind, bind_optional, bind_with_backlog};
 use wss_sidecar::shutdown::{self, Signals};
 use wss_sidecar::{EXIT_CONFIG, demo, injector, proxy, telemetry};
 
@@ -91,10 +91,14 @@ fn main() -> ExitCode {
     {
         tracing::debug!("a rustls crypto provider was already installed");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if matches!(cli.command, Command::Proxy(_)) {
+        // The proxy's connections run on threads of their own (`proxy::workers`, one per
+        // CPU); this runtime runs only the accept loop and the control plane (admin,
+        // certificate sources, ACME), for which one worker is plenty.
+        runtime.worker_threads(1);
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
@@ -118,7 +122,7 @@ async fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Proxy(args) => {
             let config = args.into_config()?;
-            let tls = bind("--listen", config.listen)?;
+            let tls = bind_with_backlog("--listen", config.listen, config.listen_backlog)?;
             let admin = bind_optional("--admin-listen", config.admin_listen)?;
             let http = bind_optional("--http-listen", config.http_listen)?;
             let listeners = proxy::Listeners { tls, admin, http };

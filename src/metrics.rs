@@ -8,12 +8,14 @@ use prometheus_client::registry::Registry;
 
 mod connection;
 mod injector;
+mod tickets;
 
 use crate::forward::{CloseReason, ConnectError, HeadFailure, Refusal};
 use crate::tls::HandshakeError;
 
 pub use connection::{ConnectionMetrics, Negotiated};
 pub use injector::{Decision, InjectorMetrics};
+pub use tickets::TicketMetrics;
 
 /// The `reason` of `connections_refused_total` when `--max-connections` are open (the only one).
 pub const REFUSED_AT_LIMIT: &str = "limit";
@@ -154,6 +156,8 @@ pub struct Metrics {
     pub connection: ConnectionMetrics,
     /// The injector's admission decisions and latency (zero in the proxy).
     pub injector: InjectorMetrics,
+    /// TLS 1.3 session tickets and their keys (`--ticket-keys`).
+    pub tickets: TicketMetrics,
 }
 
 impl Metrics {
@@ -221,8 +225,10 @@ impl Metrics {
         let acme = AcmeMetrics::register(&mut registry);
         let connection = ConnectionMetrics::register(&mut registry);
         let injector = InjectorMetrics::register(&mut registry);
+        let tickets = TicketMetrics::register(&mut registry);
         Self {
             registry,
+            tickets,
             acme,
             connection,
             injector,

@@ -18,6 +18,7 @@ use crate::injector::version::RequestedMode;
 use crate::injector::{
     Config, ProxyFlags, ProxyLine, SelfManaged, ServingCert, SidecarMode, SidecarTemplate,
 };
+use crate::tls::tickets::TicketKeySource;
 
 /// Flags of `wss-sidecar injector`.
 #[derive(Debug, Clone, Args)]
@@ -245,6 +246,8 @@ pub fn proxy_flags() -> &'static ProxyFlags {
                     && parsed.acme.acme_store.starts_with("secret:")
                 {
                     Some("acme-store")
+                } else if matches!(parsed.ticket_keys, TicketKeySource::Secret(_)) {
+                    Some("ticket-keys")
                 } else {
                     None
                 },

@@ -14,6 +14,7 @@ use super::parse::{parse_duration, parse_optional_duration};
 use crate::forward::Upstream;
 use crate::k8s::ObjectRef;
 use crate::proxy::ProxyConfig;
+use crate::tls::tickets::{self, TicketKeySource, TicketsConfig};
 
 /// Flags of `wss-sidecar proxy`.
 #[derive(Debug, Clone, Args)]
@@ -22,6 +23,12 @@ pub struct ProxyArgs {
     /// to 0.0.0.0 where the host has no IPv6.
     #[arg(long, env = "WSS_SIDECAR_LISTEN", default_value = "[::]:8443")]
     pub listen: SocketAddr,
+
+    /// Accept queue of the --listen socket: connections the kernel completes before the
+    /// sidecar accepts them (a reconnect storm). The kernel caps it at net.core.somaxconn,
+    /// 4096 by default; in a pod that sysctl is unsafe (kubelet --allowed-unsafe-sysctls).
+    #[arg(long, env = "WSS_SIDECAR_LISTEN_BACKLOG", default_value_t = crate::listen::DEFAULT_BACKLOG, value_parser = clap::value_parser!(i32).range(1..))]
+    pub listen_backlog: i32,
 
     /// The port the plain HTTP port's redirects to https:// point at (the public port, e.g. 443
     /// behind a Service). Default: the --listen port.
@@ -89,6 +96,22 @@ pub struct ProxyArgs {
     /// while still accepting connections (endpoint removal is asynchronous), before the drain.
     #[arg(long, env = "WSS_SIDECAR_LAME_DUCK", default_value = "0s", value_parser = parse_duration)]
     pub lame_duck: Duration,
+
+    /// TLS 1.3 session-ticket keys: `memory` (random, rotated in memory: resumption on this
+    /// process only), `secret:[NAMESPACE/]NAME` (a Secret shared by the replicas, which resume
+    /// each other's sessions; the holder of the Lease of the same name rotates it), `file:PATH`
+    /// (1 to 3 lines of base64 keys, oldest first, re-read on change, rotated by the operator)
+    /// or `off`. TLS 1.2 never gets tickets (they are not forward secret).
+    #[arg(long, env = "WSS_SIDECAR_TICKET_KEYS", default_value = "memory", value_name = "memory|secret:[NAMESPACE/]NAME|file:PATH|off", value_parser = TicketKeySource::parse)]
+    pub ticket_keys: TicketKeySource,
+
+    /// How often session-ticket keys rotate (memory and secret:), and so how long a ticket
+    /// lives. 12h, the ticket lifetime rustls' own ticketer announces: a client back within
+    /// half a day resumes, and a leaked key opens at most the sessions of its last three
+    /// periods. At least 1m (every replica must see a key before it encrypts), at most 7d
+    /// (RFC 8446's longest ticket lifetime).
+    #[arg(long, env = "WSS_SIDECAR_TICKET_KEY_ROTATION", default_value = tickets::DEFAULT_ROTATION, value_parser = parse_duration)]
+    pub ticket_key_rotation: Duration,
 
     /// Automatic certificates from an ACME CA.
     #[command(flatten)]
@@ -163,12 +186,14 @@ impl ProxyArgs {
                 return Err(ConfigError::new(flag, "must be longer than zero"));
             }
         }
+        let tickets = self.tickets_config()?;
         let http_listen = self.acme.http_listen;
         let acme = self.acme.into_config()?;
         Ok(ProxyConfig {
             acme,
             http_listen,
             listen: self.listen,
+            listen_backlog: self.listen_backlog,
             redirect_port: self.redirect_port,
             upstream: self.upstream,
             cert_dirs: self.cert_dirs,
@@ -182,7 +207,37 @@ impl ProxyArgs {
             max_connections: self.max_connections,
             drain_timeout: self.drain_timeout,
             lame_duck: self.lame_duck,
+            tickets,
             client: self.client.into_config()?,
+        })
+    }
+}
+
+impl ProxyArgs {
+    /// `--ticket-keys` and `--ticket-key-rotation`, checked.
+    fn tickets_config(&self) -> Result<TicketsConfig, ConfigError> {
+        let rotation = self.ticket_key_rotation;
+        if rotation < tickets::MIN_ROTATION || rotation > tickets::MAX_LIFETIME {
+            return Err(ConfigError::new(
+                "--ticket-key-rotation",
+                format!(
+                    "{} is outside 1m to 7d (every replica must see a key before it is used; \
+                     RFC 8446 caps ticket lifetimes at 7 days)",
+                    humantime::format_duration(rotation)
+                ),
+            ));
+        }
+        if let TicketKeySource::File(path) = &self.ticket_keys
+            && !path.is_file()
+        {
+            return Err(ConfigError::new(
+                "--ticket-keys",
+                format!("file:{} is not a file", path.display()),
+            ));
+        }
+        Ok(TicketsConfig {
+            source: self.ticket_keys.clone(),
+            rotation,
         })
     }
 }
@@ -243,6 +298,8 @@ mod tests {
         assert_eq!(cfg.idle_timeout, None);
         assert_eq!(cfg.max_connections, 10_000);
         assert_eq!(cfg.drain_timeout, Duration::from_secs(30));
+        assert_eq!(cfg.tickets.source, TicketKeySource::Memory);
+        assert_eq!(cfg.tickets.rotation, Duration::from_secs(12 * 3600));
         assert_eq!(
             cfg.lame_duck,
             Duration::ZERO,
@@ -272,5 +329,20 @@ mod tests {
         assert_eq!(err.unwrap_err().flag, "--cert-dir");
         let err = proxy(&["--max-connections", "0"]).unwrap().into_config();
         assert_eq!(err.unwrap_err().flag, "--max-connections");
+        let err = proxy(&["--ticket-keys", "vault:x"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--ticket-keys") && err.contains("secret:"),
+            "{err}"
+        );
+        for (args, flag) in [
+            (["--ticket-keys", "file:/nonexistent/keys"], "--ticket-keys"),
+            (["--ticket-key-rotation", "30s"], "--ticket-key-rotation"),
+            (["--ticket-key-rotation", "8d"], "--ticket-key-rotation"),
+        ] {
+            let err = proxy(&args).unwrap().into_config().unwrap_err();
+            assert_eq!(err.flag, flag, "{args:?}: {err:?}");
+        }
     }
 }

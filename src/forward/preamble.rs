@@ -7,14 +7,13 @@ use std::net::SocketAddr;
 use hyper::StatusCode;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_rustls::server::TlsStream;
 
 use super::head_reader::{HeadFailure, read_head};
 use super::proxy_protocol::ProxyProtocol;
 use super::proxy_protocol::{self, TlsFacts};
 use super::request_head::ClientFacts;
 use crate::http::canned::{self, Close};
-use crate::tls::{AllowList, ClientCa, ClientIdentity};
+use crate::tls::{AllowList, ClientCa, ClientIdentity, TlsStream};
 
 /// `--forwarded-headers` and its limits.
 #[derive(Debug, Clone)]
@@ -112,7 +111,7 @@ impl Preamble {
     ) -> Result<Option<Vec<u8>>, Refusal> {
         let identity = self
             .mtls
-            .then(|| client.get_ref().1.peer_certificates())
+            .then(|| client.tls().peer_certificates())
             .flatten()
             .and_then(|chain| chain.first())
             .and_then(ClientIdentity::from_leaf);
@@ -121,10 +120,10 @@ impl Preamble {
             canned::goodbye(client, &answer, Close::Lingering).await;
             return Err(Refusal::NotAllowed);
         }
-        let (tcp, tls) = client.get_ref();
         // The listener's address: only looked up when a header needs it.
-        let local = tcp.local_addr().unwrap_or(peer);
-        let sni = tls.server_name().map(str::to_owned);
+        let local = client.io().local_addr().unwrap_or(peer);
+        let sni = client.server_name().map(str::to_owned);
+        let tls = client.tls();
         let mut out = Vec::new();
         if let Some(version) = self.proxy_protocol {
             let tls_facts = TlsFacts {

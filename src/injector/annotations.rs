@@ -303,6 +303,26 @@ mod tests {
     }
 
     #[test]
+    fn ticket_keys_from_a_secret_are_accepted_and_need_the_api() {
+        let got = args(&[("ticket-keys", "secret:ws-tickets")]).unwrap();
+        assert_eq!(got.args, ["proxy", "--ticket-keys=secret:ws-tickets"]);
+        assert_eq!(got.api_flag, Some("ticket-keys"), "needs a token");
+        assert_eq!(args(&[("ticket-keys", "memory")]).unwrap().api_flag, None);
+        for bad in ["secret:Bad_Name", "vault:x", "file:"] {
+            let err = args(&[("ticket-keys", bad)]).unwrap_err().0;
+            assert!(
+                err.starts_with("wss-sidecar.io/ticket-keys: "),
+                "{bad}: {err}"
+            );
+        }
+        let err = args(&[("ticket-key-rotation", "soon")]).unwrap_err().0;
+        assert!(
+            err.starts_with("wss-sidecar.io/ticket-key-rotation: "),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_denied_by_name() {
         let err = args(&[("upstrem", "x"), ("listen", "0.0.0.0:1")])
             .unwrap_err()

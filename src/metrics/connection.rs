@@ -6,7 +6,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use rustls::ServerConnection;
+use rustls::CommonState;
 
 /// A TLS 1.3 handshake on a LAN takes about a millisecond; across the internet a few round
 /// trips (10–300 ms); `--handshake-timeout` (10 s by default) ends the slowest.
@@ -39,7 +39,7 @@ pub struct Negotiated {
 
 impl Negotiated {
     /// Reads what `conn` negotiated; every name is a `&'static str`, nothing is allocated.
-    pub fn of(conn: &ServerConnection) -> Self {
+    pub fn of(conn: &CommonState) -> Self {
         Self {
             version: conn
                 .protocol_version()
@@ -99,7 +99,7 @@ impl ConnectionMetrics {
     }
 
     /// Counts one completed handshake on `conn`: one label lookup per connection.
-    pub fn count_handshake(&self, conn: &ServerConnection) {
+    pub fn count_handshake(&self, conn: &CommonState) {
         self.handshakes.get_or_create(&Negotiated::of(conn)).inc();
     }
 }

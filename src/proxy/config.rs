@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::acme::{AcmeConfig, StoreLocation};
 use crate::forward::{ClientConfig, Upstream};
 use crate::k8s::ObjectRef;
+use crate::tls::tickets::TicketsConfig;
 
 /// Everything `wss-sidecar proxy` needs, validated.
 #[derive(Debug, Clone)]
@@ -19,6 +20,9 @@ pub struct ProxyConfig {
     pub http_listen: Option<SocketAddr>,
     /// The TLS (wss) listen address.
     pub listen: SocketAddr,
+    /// The TLS listener's accept queue (`--listen-backlog`; the kernel caps it at
+    /// `net.core.somaxconn`).
+    pub listen_backlog: i32,
     /// The port the plain HTTP port's redirects point at (`--redirect-port`); `None`: the
     /// bound listen port.
     pub redirect_port: Option<u16>,
@@ -46,6 +50,8 @@ pub struct ProxyConfig {
     pub drain_timeout: Duration,
     /// After SIGTERM/SIGINT or `POST /lame-duck`: not ready, still accepting, this long.
     pub lame_duck: Duration,
+    /// TLS 1.3 session tickets: where their keys come from, how often they rotate.
+    pub tickets: TicketsConfig,
     /// Who the client is and what the upstream is told about it.
     pub client: ClientConfig,
 }
@@ -61,6 +67,8 @@ impl ProxyConfig {
             Some("--cert-secret")
         } else if secret_store {
             Some("--acme-store")
+        } else if self.tickets.secret().is_some() {
+            Some("--ticket-keys")
         } else {
             None
         }

@@ -9,7 +9,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -24,8 +23,9 @@ const BAD_GATEWAY: &str = "The upstream is not reachable\n";
 
 /// What every connection task shares.
 pub struct ConnectionContext {
-    /// The TLS acceptor (its configuration's resolver reads the certificate store).
-    pub tls: TlsAcceptor,
+    /// The TLS configurations, chosen from per ClientHello (their resolver reads the
+    /// certificate store).
+    pub tls: tls::ServerConfigs,
     /// Where the app listens.
     pub upstream: Upstream,
     /// `--handshake-timeout`.
@@ -83,7 +83,7 @@ pub async fn serve(
     let handshake_ms = millis(started.elapsed());
     // Only copied out when the per-connection line will be written.
     let sni = tracing::enabled!(tracing::Level::DEBUG)
-        .then(|| client.get_ref().1.server_name().map(str::to_owned))
+        .then(|| client.server_name().map(str::to_owned))
         .flatten();
 
     let (reason, up, down) = forward::forward(
@@ -130,25 +130,17 @@ async fn open(
     peer: SocketAddr,
     ctx: &ConnectionContext,
     started: Instant,
-) -> Option<(
-    tokio_rustls::server::TlsStream<TcpStream>,
-    forward::UpstreamStream,
-)> {
+) -> Option<(tls::TlsStream<TcpStream>, forward::UpstreamStream)> {
     let metrics = &ctx.metrics;
     let deadline = started + ctx.handshake_timeout;
-    let accepted = match &ctx.alpn_challenges {
-        None => tls::accept(tcp, &ctx.tls, deadline).await,
-        Some(challenges) => {
-            tls::accept_answering(tcp, &ctx.tls, challenges.as_ref(), deadline).await
-        }
-    };
-    let mut client = match accepted {
+    let challenges = ctx.alpn_challenges.as_deref();
+    let mut client = match tls::accept(tcp, &ctx.tls, challenges, deadline).await {
         Ok(stream) => {
             let handshake = &metrics.connection;
             handshake
                 .handshake_duration
                 .observe(started.elapsed().as_secs_f64());
-            handshake.count_handshake(stream.get_ref().1);
+            handshake.count_handshake(stream.tls());
             stream
         }
         Err(err @ tls::HandshakeError::AcmeChallenge(_)) => {
@@ -215,7 +207,7 @@ mod tests {
         let store = CertStore::new(Arc::clone(&metrics));
         let config = tls::server_config(Arc::new(tls::Resolver::new(store)), None).unwrap();
         let ctx = Arc::new(ConnectionContext {
-            tls: TlsAcceptor::from(config),
+            tls: tls::ServerConfigs::new(config),
             upstream: Upstream::Unix("/nonexistent".into()),
             handshake_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
@@ -236,10 +228,16 @@ mod tests {
             .await
             .unwrap();
         let peer = tcp.local_addr().unwrap();
-        let tls_stream = std::mem::size_of::<tokio_rustls::server::TlsStream<TcpStream>>();
+        let tls_stream = std::mem::size_of::<tls::TlsStream<TcpStream>>();
 
         let task = serve(tcp, peer, ctx, CancellationToken::new());
         let size = std::mem::size_of_val(&task);
+        eprintln!(
+            "SIZES task {size} stream {tls_stream} conn {} upstream {} cancel_fut {} ",
+            std::mem::size_of::<rustls::server::UnbufferedServerConnection>(),
+            std::mem::size_of::<forward::UpstreamStream>(),
+            std::mem::size_of::<tokio_util::sync::WaitForCancellationFuture<'static>>(),
+        );
         // Was 4.5 KB with the handshake inline and the stream held twice.
         assert!(
             size < tls_stream + 1024,

@@ -1,29 +1,32 @@
-//! The accept loop: bounded by `--max-connections`, one task per connection, stoppable.
+//! The accept loop: bounded by `--max-connections`, one task per connection, handed to the
+//! least-loaded data-path thread ([`Workers`]), stoppable.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use super::connection::{self, ConnectionContext};
+use super::workers::Workers;
 use crate::metrics::{Metrics, REFUSED_AT_LIMIT};
 
 /// Pause after an accept error such as EMFILE, so a full file table does not spin the loop.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Accepts connections until `stop` fires, then drops the listener so new connections are
-/// refused by the kernel. Each connection task holds a permit of `limit` and is tracked by
-/// `tracker`; `conn_cancel` ends them all (the drain deadline).
+/// refused by the kernel. Each connection task runs on one of `workers`, holds a permit of
+/// `limit` and is tracked by `tracker`; the token the workers were started with ends them
+/// all (the drain deadline).
 pub async fn accept_loop(
     listener: TcpListener,
     ctx: Arc<ConnectionContext>,
+    workers: Arc<Workers>,
     limit: Arc<Semaphore>,
     tracker: TaskTracker,
-    conn_cancel: CancellationToken,
     stop: CancellationToken,
 ) {
     loop {
@@ -47,10 +50,23 @@ pub async fn accept_loop(
             drop(tcp);
             continue;
         };
+        // Out of this runtime's I/O driver, into the chosen worker's (registered there when
+        // the task first runs).
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(err) => {
+                debug!(client.addr = %peer, error = %err, "cannot hand the connection over");
+                continue;
+            }
+        };
         let ctx = Arc::clone(&ctx);
-        let cancel = conn_cancel.child_token();
-        tracker.spawn(async move {
-            connection::serve(tcp, peer, ctx, cancel).await;
+        workers.spawn(&tracker, |cancel| async move {
+            match TcpStream::from_std(tcp) {
+                Ok(tcp) => connection::serve(tcp, peer, ctx, cancel).await,
+                Err(err) => {
+                    debug!(client.addr = %peer, error = %err, "cannot register the connection")
+                }
+            }
             drop(permit);
         });
     }

@@ -4,10 +4,12 @@
 //! - `config`: what the proxy is told to do ([`ProxyConfig`]).
 //! - `listener`: the accept loop, bounded by `--max-connections`.
 //! - `connection`: one client: handshake, upstream connect, forwarding, accounting.
+//! - `workers`: the data path's threads, one single-threaded runtime per CPU.
 
 pub(crate) mod config;
 pub(crate) mod connection;
 pub(crate) mod listener;
+pub(crate) mod workers;
 
 pub use config::ProxyConfig;
 
@@ -35,6 +37,7 @@ use crate::k8s::{self, Events, ObjectRef};
 use crate::metrics::Metrics;
 use crate::tls::{self, ClientCaVerifier, Resolver};
 use connection::ConnectionContext;
+use workers::Workers;
 
 /// After the drain deadline, how long cancelled connections get to finish closing.
 const CANCEL_GRACE: Duration = Duration::from_secs(5);
@@ -64,6 +67,9 @@ pub enum RunError {
     /// The `--client-ca` bundle could not be loaded.
     #[error("--client-ca: {0}")]
     ClientCa(#[from] crate::tls::ClientCaError),
+    /// The session-ticket keys (`--ticket-keys`) cannot be set up.
+    #[error("--ticket-keys: {0}")]
+    TicketKeys(#[from] crate::tls::tickets::StartError),
     /// A source needs the Kubernetes API (`flag`), and there is no configuration to reach it.
     #[error("{flag}: {source}")]
     Kubernetes {
@@ -72,6 +78,12 @@ pub enum RunError {
         /// Why no client could be made.
         source: crate::k8s::ApiError,
     },
+    /// `TOKIO_WORKER_THREADS` is not a number of data-path threads.
+    #[error("TOKIO_WORKER_THREADS: {0}")]
+    Threads(String),
+    /// A data-path thread could not be started.
+    #[error("cannot start the data-path threads: {0}")]
+    Workers(std::io::Error),
 }
 
 impl RunError {
@@ -82,8 +94,10 @@ impl RunError {
         match self {
             Self::AcmeStore(_) => Some("--acme-store"),
             Self::ClientCa(_) => Some("--client-ca"),
+            Self::TicketKeys(_) => Some("--ticket-keys"),
             Self::Kubernetes { flag, .. } => Some(flag),
-            Self::Tls(_) | Self::SelfSigned(_) => None,
+            Self::Threads(_) => Some(workers::THREADS_VAR),
+            Self::Tls(_) | Self::SelfSigned(_) | Self::Workers(_) => None,
         }
     }
 
@@ -156,7 +170,12 @@ pub async fn run(
         &sources_stop,
         &metrics,
     )?;
-    let tls_config = tls::server_config(Arc::new(Resolver::new(Arc::clone(&store))), client_auth)?;
+    let ticketer = start_tickets(&config, &metrics, &sources_stop, cluster.as_ref()).await?;
+    let tls_configs = tls::ServerConfigs::build(
+        Arc::new(Resolver::new(Arc::clone(&store))),
+        client_auth,
+        ticketer.map(|t| t as Arc<dyn rustls::server::ProducesTickets>),
+    )?;
 
     let admin_stop = CancellationToken::new();
     let _stop_admin = admin_stop.clone().drop_guard();
@@ -182,7 +201,7 @@ pub async fn run(
     }
 
     let ctx = Arc::new(ConnectionContext {
-        tls: tokio_rustls::TlsAcceptor::from(tls_config),
+        tls: tls_configs,
         upstream: config.upstream.clone(),
         handshake_timeout: config.handshake_timeout,
         connect_timeout: config.connect_timeout,
@@ -205,14 +224,18 @@ pub async fn run(
     });
     let tracker = TaskTracker::new();
     let conn_cancel = CancellationToken::new();
+    let data_threads =
+        std::env::var_os(workers::THREADS_VAR).map(|value| value.to_string_lossy().into_owned());
+    let data_threads = workers::thread_count(data_threads.as_deref()).map_err(RunError::Threads)?;
+    let workers = Arc::new(Workers::start(data_threads, &conn_cancel).map_err(RunError::Workers)?);
     let accept_stop = CancellationToken::new();
     let listen_addr = listeners.tls.local_addr().ok();
     let accepting = tokio::spawn(listener::accept_loop(
         listeners.tls,
         ctx,
+        Arc::clone(&workers),
         Arc::new(Semaphore::new(config.max_connections)),
         tracker.clone(),
-        conn_cancel.clone(),
         accept_stop.clone(),
     ));
     readiness.set_listening(true);
@@ -220,6 +243,7 @@ pub async fn run(
         listen = %OrNone(listen_addr),
         admin = %OrNone(admin_addr),
         upstream = %config.upstream,
+        data_threads = workers.len(),
         "accepting connections"
     );
 
@@ -275,6 +299,26 @@ async fn connect_kubernetes(
         .map_err(|source| RunError::Kubernetes { flag, source })?;
     store.set_events(Events::from_env(client.clone()));
     Ok(Some(client))
+}
+
+/// The session-ticket ticketer of `--ticket-keys`, its key source started (`None`: `off`).
+async fn start_tickets(
+    config: &ProxyConfig,
+    metrics: &Arc<Metrics>,
+    stop: &CancellationToken,
+    cluster: Option<&kube::Client>,
+) -> Result<Option<Arc<tls::tickets::Ticketer>>, RunError> {
+    let secret = match (config.tickets.secret(), cluster) {
+        (Some(secret), Some(client)) => {
+            let namespace = namespace_of(secret, client);
+            let api = KubeSecret::new(client.clone(), &namespace, &secret.name);
+            let lease = KubeLease::new(client.clone(), &namespace, &secret.name);
+            Some((api, lease))
+        }
+        _ => None,
+    };
+    let poll = config.cert_poll_interval;
+    Ok(tls::tickets::start(&config.tickets, secret, metrics, poll, stop).await?)
 }
 
 /// The namespace of `object`: as given, else the pod's own, else the kubeconfig context's.

@@ -1,13 +1,15 @@
 //! One TLS handshake under a deadline; a plain-HTTP request on the TLS port gets a 400.
+//! TLS-ALPN-01 validation hellos get their challenge certificate (see `acme_alpn`).
 
 use std::io;
 
 use hyper::StatusCode;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 
+use super::stream::{TlsStream, read_hello};
+use super::{AlpnChallenges, ServerConfigs};
 use crate::http::canned::{self, Close};
 
 /// What NGINX answers (400) when plain HTTP reaches a TLS port; a person testing with
@@ -66,25 +68,49 @@ impl HandshakeError {
     }
 }
 
-/// Runs the server side of a TLS handshake on `tcp`, all of it before `deadline`.
+/// Runs the server side of a TLS handshake on `tcp`, all of it before `deadline`: reads the
+/// ClientHello, then completes the handshake with the configuration `configs` chooses for it.
+/// With `challenges` (ACME TLS-ALPN-01 on), a validation hello is answered with its challenge
+/// certificate instead and ends with [`HandshakeError::AcmeChallenge`].
 pub async fn accept(
     tcp: TcpStream,
-    acceptor: &TlsAcceptor,
+    configs: &ServerConfigs,
+    challenges: Option<&dyn AlpnChallenges>,
     deadline: Instant,
 ) -> Result<TlsStream<TcpStream>, HandshakeError> {
-    let tcp = expect_tls(tcp, deadline).await?;
-    match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
-        Err(_) => Err(HandshakeError::Timeout),
-        Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(err)) => Err(map_tls_error(err)),
+    let mut tcp = expect_tls(tcp, deadline).await?;
+    let hello = match tokio::time::timeout_at(deadline, read_hello(&mut tcp, configs)).await {
+        Err(_) => return Err(HandshakeError::Timeout),
+        Ok(Err(err)) => return Err(map_tls_error(err)),
+        Ok(Ok(hello)) => hello,
+    };
+    let (config, validation) = match challenges {
+        Some(challenges) if hello.acme_validation => {
+            let name = hello.sni.as_deref().unwrap_or_default().to_owned();
+            match challenges.config_for(&name).await {
+                Some(config) => (config, Some(name)),
+                None => return Err(HandshakeError::NoChallenge(name)),
+            }
+        }
+        _ => (hello.config, None),
+    };
+    let mut stream = TlsStream::new(tcp, config, hello.bytes, hello.sni)
+        .map_err(|err| HandshakeError::Tls(io::Error::new(io::ErrorKind::InvalidData, err)))?;
+    match tokio::time::timeout_at(deadline, stream.handshake()).await {
+        Err(_) => return Err(HandshakeError::Timeout),
+        Ok(Err(err)) => return Err(map_tls_error(err)),
+        Ok(Ok(())) => {}
     }
+    if let Some(name) = validation {
+        // The validator only needs the handshake; say goodbye properly and close.
+        let _ = tokio::time::timeout_at(deadline, stream.shutdown()).await;
+        return Err(HandshakeError::AcmeChallenge(name));
+    }
+    Ok(stream)
 }
 
 /// Passes `tcp` on when it opens like TLS; else answers plain HTTP with a 400 and fails.
-pub(super) async fn expect_tls(
-    tcp: TcpStream,
-    deadline: Instant,
-) -> Result<TcpStream, HandshakeError> {
+async fn expect_tls(tcp: TcpStream, deadline: Instant) -> Result<TcpStream, HandshakeError> {
     // A TLS connection opens with a handshake record (content type 22); anything else is
     // plain text (usually HTTP) and gets a readable answer instead of a binary alert.
     let mut first = [0u8; 1];
@@ -106,7 +132,7 @@ pub(super) async fn expect_tls(
 }
 
 /// Sorts a failed negotiation into the client leaving or TLS refusing.
-pub(super) fn map_tls_error(err: io::Error) -> HandshakeError {
+fn map_tls_error(err: io::Error) -> HandshakeError {
     if is_eof(&err) {
         HandshakeError::Eof(err)
     } else {

@@ -35,4 +35,5 @@ mod sni;
 mod static_binary;
 mod support;
 mod support_selftest;
+mod tickets;
 mod upstream_down;

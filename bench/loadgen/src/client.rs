@@ -1,4 +1,5 @@
-//! The benchmark's WebSocket client: TCP, then TLS (rustls, resumption off), then the upgrade.
+//! The benchmark's WebSocket client: TCP, then TLS (rustls; resumption off unless a client
+//! asks for its own session store), then the upgrade.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -9,7 +10,7 @@ use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use rustls::client::Resumption;
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::{ClientConfig, HandshakeKind, RootCertStore};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -40,7 +41,23 @@ pub struct Target {
     pub url: String,
     pub name: ServerName<'static>,
     pub connector: TlsConnector,
+    /// The configuration behind `connector`, to derive clients with their own session store.
+    config: Arc<ClientConfig>,
 }
+
+/// What a completed TLS handshake negotiated.
+pub struct Handshake {
+    /// Key-exchange group and cipher suite, e.g. `X25519,TLS13_AES_128_GCM_SHA256`.
+    pub group: String,
+    /// The end of the server's certificate (its signature: unique per certificate).
+    pub cert_tail: Vec<u8>,
+    /// The server accepted a ticket or session id from an earlier connection.
+    pub resumed: bool,
+}
+
+/// Session tickets one client keeps: TLS 1.3 servers send two per handshake and each is used
+/// once, so a few are enough for a client that reconnects one connection at a time.
+const SESSIONS_PER_CLIENT: usize = 4;
 
 impl Target {
     /// A target at `addr` presenting a certificate for `localhost` issued by the CA in `ca`.
@@ -73,24 +90,49 @@ impl Target {
         // Every connection pays for a full handshake, as a new visitor does.
         config.resumption = Resumption::disabled();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let config = Arc::new(config);
         Ok(Self {
             addr,
             url: format!("wss://localhost:{}/ws", addr.port()),
             name: ServerName::try_from("localhost")?,
-            connector: TlsConnector::from(Arc::new(config)),
+            connector: TlsConnector::from(config.clone()),
+            config,
         })
+    }
+
+    /// The same target for one client that keeps its own session tickets and offers them
+    /// when it reconnects, as a browser does; clients never share tickets. Sessions are kept
+    /// per server name, so a ticket from one address is offered to another of the same name.
+    pub fn with_own_sessions(&self) -> Self {
+        let mut config = (*self.config).clone();
+        config.resumption = Resumption::in_memory_sessions(SESSIONS_PER_CLIENT);
+        let config = Arc::new(config);
+        Self {
+            connector: TlsConnector::from(config.clone()),
+            config,
+            ..self.clone()
+        }
+    }
+
+    /// The same client (and session store) at another address.
+    pub fn at(&self, addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            url: format!("wss://localhost:{}/ws", addr.port()),
+            ..self.clone()
+        }
     }
 
     /// Connects, completes TLS and the WebSocket upgrade. Returns the socket and the name of
     /// the key-exchange group negotiated.
     pub async fn connect(&self) -> anyhow::Result<(Ws, String)> {
-        let (ws, group, _) = self.connect_with_cert().await?;
-        Ok((ws, group))
+        let (ws, handshake) = self.connect_detailed().await?;
+        Ok((ws, handshake.group))
     }
 
-    /// [`Target::connect`], also returning the end of the certificate the server presented
-    /// (its signature: unique per certificate), to see a reload take effect.
-    pub async fn connect_with_cert(&self) -> anyhow::Result<(Ws, String, Vec<u8>)> {
+    /// [`Target::connect`], returning all the handshake says (the certificate, to see a reload
+    /// take effect; whether it was resumed).
+    pub async fn connect_detailed(&self) -> anyhow::Result<(Ws, Handshake)> {
         tokio::time::timeout(STEP_TIMEOUT, async {
             let tcp = TcpStream::connect(self.addr).await?;
             tcp.set_nodelay(true)?;
@@ -115,13 +157,19 @@ impl Target {
                 .and_then(|certs| certs.first())
                 .map(|leaf| leaf[leaf.len().saturating_sub(16)..].to_vec())
                 .unwrap_or_default();
+            let resumed = tls.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
             let (ws, _) = tokio_tungstenite::client_async_with_config(
                 self.url.as_str(),
                 tls,
                 Some(ws_config()),
             )
             .await?;
-            Ok((ws, group, cert_tail))
+            let handshake = Handshake {
+                group,
+                cert_tail,
+                resumed,
+            };
+            Ok((ws, handshake))
         })
         .await
         .context("connect timed out")?

@@ -1,13 +1,13 @@
 //! Memory per idle WebSocket: the proxy's resident memory (all its processes) with many open,
 //! silent connections, minus its memory at rest, per connection.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::Semaphore;
 
 use crate::client::{self, Target, Ws};
+use crate::procfs::rss_kib;
 
 /// How many connections are opened at once while building up the idle set.
 const OPEN_CONCURRENCY: usize = 32;
@@ -41,57 +41,4 @@ pub async fn idle(target: Target, conns: usize, pid: u32) -> anyhow::Result<Stri
     Ok(format!(
         "kib_per_conn={per_conn:.2} rest_kib={rest} loaded_kib={loaded} conns={conns}"
     ))
-}
-
-/// Resident memory of `pid` and all its descendants, in KiB.
-pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let mut family: HashSet<u32> = HashSet::from([pid]);
-    let mut parents = Vec::new();
-    for entry in std::fs::read_dir("/proc")? {
-        let Some(child) = entry?
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        // /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after ')'.
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        if let Some(ppid) = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok())
-        {
-            parents.push((child, ppid));
-        }
-    }
-    // Descendants at any depth.
-    loop {
-        let before = family.len();
-        for &(child, ppid) in &parents {
-            if family.contains(&ppid) {
-                family.insert(child);
-            }
-        }
-        if family.len() == before {
-            break;
-        }
-    }
-    let mut total = 0;
-    for p in family {
-        let Ok(status) = std::fs::read_to_string(format!("/proc/{p}/status")) else {
-            continue;
-        };
-        if let Some(kib) = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<u64>().ok())
-        {
-            total += kib;
-        }
-    }
-    Ok(total)
 }

@@ -1,4 +1,5 @@
-//! The load figures: echo rate and latency, full handshakes per second, and the reload run.
+//! The load figures: echo rate and latency, full or resumed handshakes per second, and the
+//! reload run.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -72,7 +73,7 @@ pub async fn echo(target: Target, conns: usize, size: usize, secs: f64) -> anyho
     ))
 }
 
-fn percentile(sorted: &[u32], q: f64) -> u32 {
+pub fn percentile(sorted: &[u32], q: f64) -> u32 {
     if sorted.is_empty() {
         return 0;
     }
@@ -80,33 +81,61 @@ fn percentile(sorted: &[u32], q: f64) -> u32 {
     sorted[idx]
 }
 
-/// One whole short-lived connection: handshake, upgrade, one echo, close. Returns the
-/// negotiated group and the tail of the server's certificate.
-async fn one_shot(target: &Target, payload: &[u8]) -> anyhow::Result<(String, Vec<u8>)> {
-    let (mut ws, group, cert) = target.connect_with_cert().await?;
+/// One whole short-lived connection: handshake, upgrade, one echo, close. Returns what the
+/// handshake negotiated.
+pub async fn one_shot(target: &Target, payload: &[u8]) -> anyhow::Result<client::Handshake> {
+    let (mut ws, handshake) = target.connect_detailed().await?;
     client::round_trip(&mut ws, payload).await?;
     client::close(ws).await;
-    Ok((group, cert))
+    Ok(handshake)
 }
 
-/// `workers` loops of [`one_shot`] for `secs`. Prints connections per second.
-pub async fn handshakes(target: Target, workers: usize, secs: f64) -> anyhow::Result<String> {
+/// `workers` loops of [`one_shot`] for `secs`. Prints connections per second, and how many of
+/// them the server resumed. With `resume`, each worker is a client with its own session store
+/// that got its first ticket before the window opens, so every connection in the window
+/// offers one (a proxy that issues no tickets shows as `resumed=0`).
+pub async fn handshakes(
+    target: Target,
+    workers: usize,
+    secs: f64,
+    resume: bool,
+) -> anyhow::Result<String> {
     let done = Arc::new(AtomicU64::new(0));
+    let resumed = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
-    let (group, _) = one_shot(&target, b"hello")
-        .await
-        .context("first connection")?;
+    let mut clients = Vec::with_capacity(workers);
+    let mut group = String::new();
+    for _ in 0..workers {
+        let client = if resume {
+            target.with_own_sessions()
+        } else {
+            target.clone()
+        };
+        group = one_shot(&client, b"hello")
+            .await
+            .context("first connection")?
+            .group;
+        clients.push(client);
+    }
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(secs);
-    let tasks: Vec<_> = (0..workers)
-        .map(|_| {
-            let (target, done, failed) = (target.clone(), done.clone(), failed.clone());
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|target| {
+            let (done, resumed, failed) = (done.clone(), resumed.clone(), failed.clone());
             tokio::spawn(async move {
                 while Instant::now() < deadline {
                     match one_shot(&target, &[0x5a; 64]).await {
-                        Ok(_) => done.fetch_add(1, Ordering::Relaxed),
-                        Err(_) => failed.fetch_add(1, Ordering::Relaxed),
-                    };
+                        Ok(handshake) => {
+                            done.fetch_add(1, Ordering::Relaxed);
+                            if handshake.resumed {
+                                resumed.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Err(_) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
             })
         })
@@ -115,9 +144,12 @@ pub async fn handshakes(target: Target, workers: usize, secs: f64) -> anyhow::Re
         task.await?;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let done = done.load(Ordering::Relaxed);
+    let resumed = resumed.load(Ordering::Relaxed);
     Ok(format!(
-        "conns_per_s={:.0} failures={} kx={group}",
-        done.load(Ordering::Relaxed) as f64 / elapsed,
+        "conns_per_s={:.0} conns={done} resumed={resumed} resumed_pct={:.0} failures={} kx={group}",
+        done as f64 / elapsed,
+        resumed as f64 * 100.0 / done.max(1) as f64,
         failed.load(Ordering::Relaxed)
     ))
 }
@@ -159,8 +191,8 @@ pub async fn reload(
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let counter = match one_shot(&target, &[0x5a; 64]).await {
-                    Ok((_, cert)) => {
-                        seen.lock().map(|mut s| s.insert(cert)).ok();
+                    Ok(handshake) => {
+                        seen.lock().map(|mut s| s.insert(handshake.cert_tail)).ok();
                         &ok
                     }
                     Err(_) => &failed,

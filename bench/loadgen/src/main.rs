@@ -6,7 +6,11 @@ mod client;
 mod echo_app;
 mod idle;
 mod load;
+mod paced;
+mod procfs;
 mod report;
+mod startup;
+mod storm;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,7 +50,8 @@ enum Command {
         #[arg(long)]
         listen: SocketAddr,
     },
-    /// Wait until a wss:// echo succeeds; print the time since --since-ns (Unix ns).
+    /// Wait until a wss:// echo succeeds; print the time since --since-ns (Unix ns). For
+    /// waiting only: the start-up figure is `startup`.
     Ready {
         #[command(flatten)]
         conn: Conn,
@@ -66,7 +71,23 @@ enum Command {
         #[arg(long)]
         secs: f64,
     },
-    /// Full handshakes per second (TLS + upgrade, one echo, close).
+    /// Paced echo: CPU time of the process tree --pid per 1,000 messages at a fixed --rate.
+    Paced {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        conns: usize,
+        #[arg(long)]
+        size: usize,
+        /// Messages per second, all connections together.
+        #[arg(long)]
+        rate: f64,
+        #[arg(long)]
+        secs: f64,
+        #[arg(long)]
+        pid: u32,
+    },
+    /// Handshakes per second (TLS + upgrade, one echo, close): full, or with --resume resumed.
     Handshakes {
         #[command(flatten)]
         conn: Conn,
@@ -74,6 +95,38 @@ enum Command {
         workers: usize,
         #[arg(long)]
         secs: f64,
+        /// Each worker keeps its own session store and resumes its previous session.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Start the proxy given after `--`, and time exec → --health 200 and exec → first echo.
+    Startup {
+        #[command(flatten)]
+        conn: Conn,
+        /// The proxy's health endpoint, http://IP:PORT/PATH.
+        #[arg(long)]
+        health: startup::HealthUrl,
+        #[arg(long, default_value = "20")]
+        timeout_secs: u64,
+        /// The proxy's command line.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Reconnect storm: --clients on --addr move to --to within --spread-ms (full
+    /// handshakes), then back (resuming with --to's tickets).
+    Storm {
+        #[command(flatten)]
+        conn: Conn,
+        /// The second instance's TLS address.
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long)]
+        clients: usize,
+        #[arg(long)]
+        spread_ms: u64,
+        /// A client still failing this long after the storm began gives up.
+        #[arg(long, default_value = "30")]
+        give_up_secs: u64,
     },
     /// Memory per idle WebSocket of the process tree under --pid.
     Idle {
@@ -148,11 +201,42 @@ async fn run(command: Command) -> anyhow::Result<()> {
             size,
             secs,
         } => load::echo(target(&conn)?, conns, size, secs).await?,
+        Command::Paced {
+            conn,
+            conns,
+            size,
+            rate,
+            secs,
+            pid,
+        } => paced::paced(target(&conn)?, conns, size, rate, secs, pid).await?,
         Command::Handshakes {
             conn,
             workers,
             secs,
-        } => load::handshakes(target(&conn)?, workers, secs).await?,
+            resume,
+        } => load::handshakes(target(&conn)?, workers, secs, resume).await?,
+        Command::Startup {
+            conn,
+            health,
+            timeout_secs,
+            command,
+        } => {
+            let timeout = Duration::from_secs(timeout_secs);
+            startup::startup(target(&conn)?, health, timeout, command).await?
+        }
+        Command::Storm {
+            conn,
+            to,
+            clients,
+            spread_ms,
+            give_up_secs,
+        } => {
+            let (spread, give_up) = (
+                Duration::from_millis(spread_ms),
+                Duration::from_secs(give_up_secs),
+            );
+            storm::storm(target(&conn)?, to, clients, spread, give_up).await?
+        }
         Command::Idle { conn, conns, pid } => idle::idle(target(&conn)?, conns, pid).await?,
         Command::Reload {
             conn,

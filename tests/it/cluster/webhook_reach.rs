@@ -17,21 +17,7 @@ async fn admitted_pod(cluster: &Cluster, ns: &str) -> Value {
                wss-sidecar.io/inject: \"true\"\n  annotations:\n    \
                wss-sidecar.io/upstream-port: \"8080\"\nspec:\n  containers:\n    \
                - name: app\n      image: registry.example/echo:1.0\n";
-    let out = cluster
-        .kubectl_stdin(
-            &[
-                "create",
-                "--dry-run=server",
-                "-o",
-                "json",
-                "-n",
-                ns,
-                "-f",
-                "-",
-            ],
-            pod,
-        )
-        .await;
+    let out = cluster.create_dry_run(ns, pod).await;
     assert!(
         out.status.success(),
         "the apiserver refused the labelled pod (webhook unreachable?): {}",

@@ -19,11 +19,10 @@ async fn the_apiserver_relays_refusals_and_warnings() {
     let cluster = Cluster::shared().await;
     let _release = ChartRelease::install(&cluster, "wss-refusals", &[]).await;
     let apps = cluster.namespace("refusals").await;
-    let dry_run = ["create", "--dry-run=server", "-n", &apps.name, "-f", "-"];
 
     let refused = cluster
-        .kubectl_stdin(
-            &dry_run,
+        .create_dry_run(
+            &apps.name,
             &pod("    wss-sidecar.io/acme-domain: echo.example.com\n"),
         )
         .await;
@@ -33,7 +32,10 @@ async fn the_apiserver_relays_refusals_and_warnings() {
     assert!(stderr.contains("wss-sidecar.io/acme-store"), "{stderr}");
 
     let warned = cluster
-        .kubectl_stdin(&dry_run, &pod("    wss-sidecar.io/listen: \"[::]:443\"\n"))
+        .create_dry_run(
+            &apps.name,
+            &pod("    wss-sidecar.io/listen: \"[::]:443\"\n"),
+        )
         .await;
     let stderr = String::from_utf8_lossy(&warned.stderr);
     assert!(warned.status.success(), "{stderr}");

@@ -266,17 +266,7 @@ async fn create(cluster: &Cluster, ns: &str, i: usize) -> Result<bool, String> {
          wss-sidecar.io/upstream-port: \"8080\"\nspec:\n  containers:\n    - name: app\n      \
          image: {SIDECAR_IMAGE}\n      args: [\"echo\", \"--listen\", \"127.0.0.1:8080\"]\n"
     );
-    let args = [
-        "create",
-        "--dry-run=server",
-        "-o",
-        "json",
-        "-n",
-        ns,
-        "-f",
-        "-",
-    ];
-    let output = cluster.kubectl_stdin(&args, &pod).await;
+    let output = cluster.create_dry_run(ns, &pod).await;
     if !output.status.success() {
         return Err(String::from_utf8_lossy(&output.stderr).trim().to_string());
     }

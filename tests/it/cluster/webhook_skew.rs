@@ -72,8 +72,8 @@ async fn webhook_skew_an_older_sidecar_image_gets_only_its_flags() {
     );
 
     let refused = cluster
-        .kubectl_stdin(
-            &["create", "--dry-run=server", "-n", &apps.name, "-f", "-"],
+        .create_dry_run(
+            &apps.name,
             &pod("newer", "    wss-sidecar.io/lame-duck: 5s\n"),
         )
         .await;

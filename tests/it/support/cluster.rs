@@ -114,6 +114,23 @@ impl Cluster {
         run_with_input(&mut command, stdin, "kubectl").await
     }
 
+    /// `kubectl create --dry-run=server -o json` of `yaml` in `ns`, whatever its outcome: what
+    /// admission (the webhook included) makes of an object without storing it. The admitted
+    /// object is on standard output as JSON; refusals and warnings on standard error.
+    pub async fn create_dry_run(&self, ns: &str, yaml: &str) -> Output {
+        let args = [
+            "create",
+            "--dry-run=server",
+            "-o",
+            "json",
+            "-n",
+            ns,
+            "-f",
+            "-",
+        ];
+        self.kubectl_stdin(&args, yaml).await
+    }
+
     /// `kubectl apply -f -` of `yaml` in `ns`; panics with kubectl's message on failure.
     pub async fn apply(&self, ns: &str, yaml: &str) {
         let output = self
