@@ -180,14 +180,16 @@ async fn read_line(
 }
 
 /// The child: an echo app, and WebSocket clients through the proxy.
+/// The integration tests' clients (an any-certificate rustls config with resumption off).
+#[allow(dead_code)]
+#[path = "it/support/client.rs"]
+mod support_client;
+
 mod clients {
     use super::*;
     use futures_util::{SinkExt, StreamExt};
-    use rustls::client::Resumption;
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+    use rustls::ClientConfig;
+    use rustls::pki_types::ServerName;
     use tokio::net::TcpStream;
     use tokio_tungstenite::tungstenite::Message;
 
@@ -203,7 +205,7 @@ mod clients {
             let app = TcpListener::bind("127.0.0.1:0").await.expect("bind app");
             println!("upstream {}", app.local_addr().expect("app address"));
             tokio::spawn(echo(app));
-            let config = client_config();
+            let config = support_client::any_certificate_config();
             let mut open = Vec::new();
             let mut commands = lines_of(std::io::stdin());
             while let Some(line) = commands.recv().await {
@@ -252,61 +254,6 @@ mod clients {
                     }
                 }
             });
-        }
-    }
-
-    fn client_config() -> Arc<ClientConfig> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = ClientConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-            .with_no_client_auth();
-        // Every connection a full handshake, as in the benchmark's idle figure.
-        config.resumption = Resumption::disabled();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Arc::new(config)
-    }
-
-    /// Accepts the proxy's self-signed certificate; signatures are still checked.
-    #[derive(Debug)]
-    struct AnyCertificate(Arc<CryptoProvider>);
-
-    impl ServerCertVerifier for AnyCertificate {
-        fn verify_server_cert(
-            &self,
-            _end_entity: &CertificateDer<'_>,
-            _intermediates: &[CertificateDer<'_>],
-            _server_name: &ServerName<'_>,
-            _ocsp_response: &[u8],
-            _now: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            let algorithms = &self.0.signature_verification_algorithms;
-            verify_tls12_signature(message, cert, dss, algorithms)
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            let algorithms = &self.0.signature_verification_algorithms;
-            verify_tls13_signature(message, cert, dss, algorithms)
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
         }
     }
 }

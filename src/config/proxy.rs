@@ -26,7 +26,8 @@ pub struct ProxyArgs {
 
     /// Accept queue of the --listen socket: connections the kernel completes before the
     /// sidecar accepts them (a reconnect storm). The kernel caps it at net.core.somaxconn,
-    /// 4096 by default; in a pod that sysctl is unsafe (kubelet --allowed-unsafe-sysctls).
+    /// 4096 by default; in a pod that sysctl is not on kubelet's safe list
+    /// (pkg/kubelet/sysctl/safe_sysctls.go).
     #[arg(long, env = "WSS_SIDECAR_LISTEN_BACKLOG", default_value_t = crate::listen::DEFAULT_BACKLOG, value_parser = clap::value_parser!(i32).range(1..))]
     pub listen_backlog: i32,
 

@@ -5,6 +5,17 @@
 
 use super::api::{ApiError, LeaseApi, LeaseState};
 
+/// This process's name as a Lease holder: the pod's hostname (`HOSTNAME`, which container runtimes set), the
+/// process id and the start time, so a restarted container is a new holder.
+pub fn holder_identity() -> String {
+    format!(
+        "{}-{}-{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()),
+        std::process::id(),
+        crate::clock::epoch_seconds(std::time::SystemTime::now())
+    )
+}
+
 /// Takes the Lease for `holder` for `duration_seconds` from `now`, or renews it if `holder`
 /// has it. True when `holder` holds it afterwards; false when another holder's lease is live
 /// or another candidate won the race (a 409).

@@ -57,12 +57,7 @@ impl Manager {
         publisher: Publisher,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let holder = format!(
-            "{}-{}-{}",
-            std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()),
-            std::process::id(),
-            epoch_seconds(SystemTime::now())
-        );
+        let holder = crate::k8s::lease::holder_identity();
         let self_check = SelfCheck::new(
             config.self_check.clone(),
             config.challenge,

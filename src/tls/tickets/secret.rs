@@ -53,12 +53,7 @@ impl<S: SecretApi, L: LeaseApi> SecretKeys<S, L> {
         metrics: Arc<Metrics>,
         rotation: Duration,
     ) -> Self {
-        let holder = format!(
-            "{}-{}-{}",
-            std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()),
-            std::process::id(),
-            epoch_seconds(SystemTime::now())
-        );
+        let holder = crate::k8s::lease::holder_identity();
         Self {
             secret,
             lease,
