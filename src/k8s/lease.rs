@@ -5,8 +5,8 @@
 
 use super::api::{ApiError, LeaseApi, LeaseState};
 
-/// This process's name as a Lease holder: the pod's hostname (`HOSTNAME`, which container runtimes set), the
-/// process id and the start time, so a restarted container is a new holder.
+/// This process's name as a Lease holder: the pod's hostname (`HOSTNAME`, which container
+/// runtimes set), the process id and the start time, so a restarted container is a new holder.
 pub fn holder_identity() -> String {
     format!(
         "{}-{}-{}",
