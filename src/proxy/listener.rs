@@ -1,34 +1,56 @@
-//! The accept loop: bounded by `--max-connections`, one task per connection, handed to the
-//! least-loaded data-path thread ([`Workers`]), stoppable.
+//! The accept loop, one per data-path thread ([`Workers`]): bounded by `--max-connections`,
+//! one task per connection on the thread that accepted it, stoppable.
 
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use super::connection::{self, ConnectionContext};
+#[cfg(doc)]
 use super::workers::Workers;
 use crate::metrics::{Metrics, REFUSED_AT_LIMIT};
 
 /// Pause after an accept error such as EMFILE, so a full file table does not spin the loop.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Accepts connections until `stop` fires, then drops the listener so new connections are
-/// refused by the kernel. Each connection task runs on one of `workers`, holds a permit of
-/// `limit` and is tracked by `tracker`; the token the workers were started with ends them
-/// all (the drain deadline).
+/// `count` handles on `listener`'s one socket (the same file, `dup`ed), out of this runtime's
+/// I/O driver, for the data threads to watch.
+pub fn share(listener: TcpListener, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let listener = listener.into_std()?;
+    let mut copies = (1..count)
+        .map(|_| listener.try_clone())
+        .collect::<io::Result<Vec<_>>>()?;
+    copies.push(listener);
+    Ok(copies)
+}
+
+/// Accepts connections from `listener` until `stop` fires, then drops it (the socket closes,
+/// and the kernel refuses new connections, once every thread's copy is dropped). Runs on one
+/// data-path thread ([`Workers::run_on_each`]): each connection task runs on this thread, holds
+/// a permit of `limit` (shared by all threads), is tracked by `tracker`, and ends when `cancel`
+/// (this thread's token) fires.
 pub async fn accept_loop(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     ctx: Arc<ConnectionContext>,
-    workers: Arc<Workers>,
     limit: Arc<Semaphore>,
     tracker: TaskTracker,
     stop: CancellationToken,
+    cancel: CancellationToken,
 ) {
+    // Registered with this thread's I/O driver.
+    let listener = match TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(err) => {
+            warn!(error = %err, "cannot watch the listener on this data thread");
+            return;
+        }
+    };
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => break,
@@ -50,23 +72,10 @@ pub async fn accept_loop(
             drop(tcp);
             continue;
         };
-        // Out of this runtime's I/O driver, into the chosen worker's (registered there when
-        // the task first runs).
-        let tcp = match tcp.into_std() {
-            Ok(tcp) => tcp,
-            Err(err) => {
-                debug!(client.addr = %peer, error = %err, "cannot hand the connection over");
-                continue;
-            }
-        };
         let ctx = Arc::clone(&ctx);
-        workers.spawn(&tracker, |cancel| async move {
-            match TcpStream::from_std(tcp) {
-                Ok(tcp) => connection::serve(tcp, peer, ctx, cancel).await,
-                Err(err) => {
-                    debug!(client.addr = %peer, error = %err, "cannot register the connection")
-                }
-            }
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            connection::serve(tcp, peer, ctx, cancel).await;
             drop(permit);
         });
     }

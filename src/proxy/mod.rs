@@ -227,17 +227,27 @@ pub async fn run(
     let data_threads =
         std::env::var_os(workers::THREADS_VAR).map(|value| value.to_string_lossy().into_owned());
     let data_threads = workers::thread_count(data_threads.as_deref()).map_err(RunError::Threads)?;
-    let workers = Arc::new(Workers::start(data_threads, &conn_cancel).map_err(RunError::Workers)?);
+    let workers = Workers::start(data_threads, &conn_cancel).map_err(RunError::Workers)?;
     let accept_stop = CancellationToken::new();
     let listen_addr = listeners.tls.local_addr().ok();
-    let accepting = tokio::spawn(listener::accept_loop(
-        listeners.tls,
-        ctx,
-        Arc::clone(&workers),
-        Arc::new(Semaphore::new(config.max_connections)),
-        tracker.clone(),
-        accept_stop.clone(),
-    ));
+    // One copy of the listening socket per data thread, each accepting for itself.
+    let copies = listener::share(listeners.tls, workers.len()).map_err(RunError::Workers)?;
+    let limit = Arc::new(Semaphore::new(config.max_connections));
+    let mut copies = copies.into_iter();
+    let accepting = workers.run_on_each(|_, cancel| {
+        let copy = copies.next();
+        let (ctx, limit, tracker, stop) = (
+            Arc::clone(&ctx),
+            Arc::clone(&limit),
+            tracker.clone(),
+            accept_stop.clone(),
+        );
+        async move {
+            if let Some(copy) = copy {
+                listener::accept_loop(copy, ctx, limit, tracker, stop, cancel).await;
+            }
+        }
+    });
     readiness.set_listening(true);
     info!(
         listen = %OrNone(listen_addr),
@@ -264,8 +274,10 @@ pub async fn run(
         tokio::time::sleep(config.lame_duck).await;
     }
     accept_stop.cancel();
-    // Wait for the loop to drop the listener, so new connections are refused from here on.
-    let _ = accepting.await;
+    // Wait for the loops to drop the listener, so new connections are refused from here on.
+    for accept_loop in accepting {
+        let _ = accept_loop.await;
+    }
     readiness.set_listening(false);
     tracker.close();
     let live = tracker.len();

@@ -1,5 +1,6 @@
-//! The data path's threads: one single-threaded tokio runtime per CPU, each running the
-//! connections the accept loop hands it, as NGINX's workers are single-threaded event loops.
+//! The data path's threads: one single-threaded tokio runtime per CPU, each accepting from
+//! the one listening socket and running the connections it accepted, as NGINX's workers do
+//! (single-threaded event loops sharing the listener).
 //!
 //! Why not tokio's multi-thread runtime: with it, every readiness event that queues a task
 //! also wakes a parked worker to steal it (a futex and a context switch for a task that is
@@ -7,17 +8,22 @@
 //! 1.1 futex calls and 2.1 context switches per message, against NGINX's 1.0 context switch
 //! and no futex (README, "CPU per message"). A connection never moves between threads here:
 //! its sockets, timers and task live on one runtime, with one I/O driver of its own.
+//!
+//! Why each thread accepts for itself: handing every accepted socket from an accept thread
+//! to a data thread (deregister, cross-thread wake, register) cost 4.1 context switches and
+//! 253 µs of CPU per full handshake against 2.5 and 228 µs without the hand-over (`perf stat`
+//! during `bench/run`'s handshake figure). Every thread's driver now watches the listener;
+//! a new connection wakes the idle ones, and the first to `accept` takes it (the others get
+//! `EAGAIN`), so the least busy thread tends to win, with no balancing of our own.
 
 use std::future::Future;
 use std::io;
 use std::num::NonZeroUsize;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::runtime::{Builder, Handle};
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// The environment variable that overrides the number of data-path threads: tokio's own name
 /// for its worker count, which `bench/run` already sets.
@@ -41,8 +47,6 @@ pub fn thread_count(var: Option<&str>) -> Result<NonZeroUsize, String> {
 /// tasks it still holds (after the drain, only connections past the cancel grace).
 pub struct Workers {
     workers: Vec<Worker>,
-    /// Where the next search for the least-loaded worker starts, so ties rotate.
-    next: AtomicUsize,
 }
 
 /// One thread and its runtime.
@@ -52,8 +56,6 @@ struct Worker {
     /// a token of its own thread (no lock shared between threads, no allocation per
     /// connection), and cancelling the parent (the drain deadline) still ends them all.
     cancel: CancellationToken,
-    /// Connections this worker serves now.
-    live: Arc<AtomicUsize>,
     /// Dropped to stop the thread.
     _stop: oneshot::Sender<()>,
 }
@@ -65,10 +67,7 @@ impl Workers {
         let workers = (0..count.get())
             .map(|index| Worker::start(index, cancel.child_token()))
             .collect::<io::Result<_>>()?;
-        Ok(Self {
-            workers,
-            next: AtomicUsize::new(0),
-        })
+        Ok(Self { workers })
     }
 
     /// How many threads run.
@@ -76,42 +75,19 @@ impl Workers {
         self.workers.len()
     }
 
-    /// Runs `task(cancel)` on the worker with the fewest connections, tracked by `tracker`;
-    /// `cancel` fires with the token given to [`Workers::start`]. The future is only polled
-    /// there: a socket it opens (`TcpStream::from_std`) registers with that worker's driver.
-    pub fn spawn<T, F>(&self, tracker: &TaskTracker, task: T)
+    /// Runs `task(index, cancel)` on every worker (an accept loop each): `cancel` is that
+    /// worker's token, which fires with the one given to [`Workers::start`]. What the future
+    /// spawns (`tokio::spawn`, a `TaskTracker`) runs on the same thread, and the sockets it
+    /// opens register with that thread's driver.
+    pub fn run_on_each<T, F>(&self, mut task: T) -> Vec<JoinHandle<()>>
     where
-        T: FnOnce(CancellationToken) -> F,
+        T: FnMut(usize, CancellationToken) -> F,
         F: Future<Output = ()> + Send + 'static,
     {
-        let worker = self.least_loaded();
-        let load = Load::add(&worker.live);
-        let task = task(worker.cancel.clone());
-        tracker.spawn_on(
-            async move {
-                let _load = load;
-                task.await;
-            },
-            &worker.handle,
-        );
-    }
-
-    /// The worker with the fewest live connections; among equals, the next in turn.
-    fn least_loaded(&self) -> &Worker {
-        let n = self.workers.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        (0..n)
-            .map(|i| &self.workers[(start + i) % n])
-            .min_by_key(|w| w.live.load(Ordering::Relaxed))
-            .unwrap_or(&self.workers[start])
-    }
-
-    /// Live connections per worker, in thread order.
-    #[cfg(test)]
-    fn loads(&self) -> Vec<usize> {
         self.workers
             .iter()
-            .map(|w| w.live.load(Ordering::Relaxed))
+            .enumerate()
+            .map(|(index, worker)| worker.handle.spawn(task(index, worker.cancel.clone())))
             .collect()
     }
 }
@@ -132,25 +108,8 @@ impl Worker {
         Ok(Self {
             handle,
             cancel,
-            live: Arc::new(AtomicUsize::new(0)),
             _stop: stop,
         })
-    }
-}
-
-/// One connection counted against its worker, however its task ends.
-struct Load(Arc<AtomicUsize>);
-
-impl Load {
-    fn add(live: &Arc<AtomicUsize>) -> Self {
-        live.fetch_add(1, Ordering::Relaxed);
-        Self(Arc::clone(live))
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -158,6 +117,7 @@ impl Drop for Load {
 mod tests {
     use super::*;
     use std::time::Duration;
+    use tokio_util::task::TaskTracker;
 
     #[test]
     fn the_thread_count_is_the_variable_or_the_cpus_this_process_may_use() {
@@ -170,65 +130,38 @@ mod tests {
         }
     }
 
-    /// Spawns a task that runs until the returned sender fires; the receiver tells the name
-    /// of the thread it runs on.
-    fn spawn_held(
-        workers: &Workers,
-        tracker: &TaskTracker,
-    ) -> (oneshot::Sender<()>, oneshot::Receiver<String>) {
-        let (end, ended) = oneshot::channel::<()>();
-        let (report, thread) = oneshot::channel();
-        workers.spawn(tracker, |_| async move {
-            let _ = report.send(std::thread::current().name().unwrap_or("").to_owned());
-            let _ = ended.await;
-        });
-        (end, thread)
-    }
-
     #[tokio::test]
-    async fn connections_go_to_the_thread_with_the_fewest_and_run_there() {
+    async fn every_thread_runs_one_copy_and_what_it_spawns_stays_there() {
         let workers =
             Workers::start(NonZeroUsize::new(2).unwrap(), &CancellationToken::new()).unwrap();
-        let tracker = TaskTracker::new();
-        let mut held = Vec::new();
-        for _ in 0..4 {
-            let (end, thread) = spawn_held(&workers, &tracker);
-            held.push((end, thread.await.unwrap()));
-        }
-        assert_eq!(workers.loads(), [2, 2], "two connections per thread");
-        let mut names: Vec<_> = held.iter().map(|(_, name)| name.clone()).collect();
-        names.sort();
-        assert_eq!(
-            names,
-            ["wss-data-0", "wss-data-0", "wss-data-1", "wss-data-1"]
-        );
-
-        // Both connections of wss-data-0 end: it gets the next two (round robin would give
-        // it one of them).
-        let (freed, kept): (Vec<_>, Vec<_>) =
-            held.into_iter().partition(|(_, name)| name == "wss-data-0");
-        for (end, _) in freed {
-            let _ = end.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while workers.loads() != [0, 2] {
-                tokio::task::yield_now().await;
+        let (report, mut reports) = tokio::sync::mpsc::unbounded_channel();
+        let loops = workers.run_on_each(|index, _| {
+            let report = report.clone();
+            async move {
+                let outer = std::thread::current().name().unwrap_or("").to_owned();
+                let inner =
+                    tokio::spawn(async { std::thread::current().name().unwrap_or("").to_owned() })
+                        .await
+                        .unwrap();
+                let _ = report.send((index, outer, inner));
             }
-        })
-        .await
-        .expect("ended tasks no longer count");
-        let mut again = Vec::new();
-        for _ in 0..2 {
-            let (end, thread) = spawn_held(&workers, &tracker);
-            assert_eq!(thread.await.unwrap(), "wss-data-0");
-            again.push(end);
+        });
+        drop(report);
+        for handle in loops {
+            handle.await.unwrap();
         }
-        assert_eq!(workers.loads(), [2, 2]);
-        drop((kept, again));
-        tracker.close();
-        tokio::time::timeout(Duration::from_secs(10), tracker.wait())
-            .await
-            .expect("every task ends");
+        let mut seen = Vec::new();
+        while let Some(seen_one) = reports.recv().await {
+            seen.push(seen_one);
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                (0, "wss-data-0".to_owned(), "wss-data-0".to_owned()),
+                (1, "wss-data-1".to_owned(), "wss-data-1".to_owned()),
+            ]
+        );
         assert_eq!(workers.len(), 2);
     }
 
@@ -237,15 +170,24 @@ mod tests {
         let cancel = CancellationToken::new();
         let workers = Workers::start(NonZeroUsize::new(2).unwrap(), &cancel).unwrap();
         let tracker = TaskTracker::new();
-        for _ in 0..4 {
-            workers.spawn(&tracker, |cancel| async move { cancel.cancelled().await });
+        let spawner = tracker.clone();
+        let loops = workers.run_on_each(move |_, cancel| {
+            let tracker = spawner.clone();
+            async move {
+                for _ in 0..2 {
+                    let cancel = cancel.clone();
+                    tracker.spawn(async move { cancel.cancelled().await });
+                }
+            }
+        });
+        for handle in loops {
+            handle.await.unwrap();
         }
-        assert_eq!(workers.loads(), [2, 2]);
+        assert_eq!(tracker.len(), 4);
         tracker.close();
         cancel.cancel();
         tokio::time::timeout(Duration::from_secs(10), tracker.wait())
             .await
             .expect("every connection ends when the token fires");
-        assert_eq!(workers.loads(), [0, 0]);
     }
 }
