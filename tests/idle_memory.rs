@@ -1,4 +1,4 @@
-//! Heap bytes per idle, upgraded WebSocket held by the proxy (issue 16: at most 5 KiB).
+//! Rust heap bytes per idle, upgraded WebSocket held by the proxy (issue 16).
 //!
 //! The proxy runs in this process under a counting allocator (`dhat` in testing mode); the
 //! clients and the echo app run in a child process (this same binary, re-run with
@@ -33,10 +33,12 @@ const ROLE_VAR: &str = "WSS_IDLE_MEMORY_CLIENTS";
 const FIRST: usize = 100;
 /// Connections added before the second reading.
 const MORE: usize = 500;
-/// The bound per idle connection. Issue 16's target is 5 KiB; measured with the unbuffered
-/// data path: see the README's memory paragraph. The buffered path (tokio-rustls) held about
-/// 9 KB and fails this.
-const BOUND: usize = 5 * 1024;
+/// The bound per idle connection, in Rust heap bytes (3,800 measured). dhat sees only Rust's
+/// allocator: aws-lc's two AEAD key contexts (about 1.2 KB, from its C `malloc`) come on top,
+/// so this guards against regressions below issue 16's 5 KiB resident target rather than
+/// measuring it (the benchmark's idle figure does; see the README's memory paragraph). The
+/// buffered path (tokio-rustls) held about 9 KB and fails this.
+const BOUND: usize = 4 * 1024;
 /// How long the child may take for any one step.
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -89,78 +89,86 @@ enum Step {
 
 /// Forwards between `client` and `upstream` until both directions end, an error occurs, a
 /// timeout passes, or `cancel` fires. Returns the bytes moved each way.
-pub async fn forward<C, U>(
-    client: &mut C,
-    upstream: &mut U,
-    counters: &Counters,
+///
+/// Not an `async fn`, for the reason `proxy::connection::serve` gives: its arguments would be
+/// held twice by every connection's task.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub fn forward<'a, C, U>(
+    client: &'a mut C,
+    upstream: &'a mut U,
+    counters: &'a Counters,
     timeouts: Timeouts,
-    cancel: &CancellationToken,
-) -> (CloseReason, u64, u64)
+    cancel: &'a CancellationToken,
+) -> impl Future<Output = (CloseReason, u64, u64)> + 'a
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let started = Instant::now();
-    let last_activity_ms = AtomicU64::new(0);
-    let activity = Activity {
-        started,
-        last_ms: &last_activity_ms,
-    };
-    let mut up = OneWay::new(counters.client_to_upstream.clone());
-    let mut down = OneWay::new(counters.upstream_to_client.clone());
-    let mut half_closed = false;
-
-    let outcome = loop {
-        let (limit, on_expiry) = match (half_closed, timeouts.idle) {
-            (true, Some(idle)) if idle <= timeouts.half_close => {
-                (Some(idle), CloseReason::IdleTimeout)
-            }
-            (true, _) => (Some(timeouts.half_close), CloseReason::HalfCloseTimeout),
-            (false, idle) => (idle, CloseReason::IdleTimeout),
+    async move {
+        let activity = Activity {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
         };
-        let step = poll_fn(|cx| {
-            let up_done = match up.poll(cx, &mut *client, &mut *upstream, || activity.touch()) {
-                Poll::Ready(Ok(())) => true,
-                Poll::Ready(Err(fault)) => {
-                    return Poll::Ready(Step::Done(fault.blame(Side::Client)));
-                }
-                Poll::Pending => false,
-            };
-            let down_done = match down.poll(cx, &mut *upstream, &mut *client, || activity.touch()) {
-                Poll::Ready(Ok(())) => true,
-                Poll::Ready(Err(fault)) => {
-                    return Poll::Ready(Step::Done(fault.blame(Side::Upstream)));
-                }
-                Poll::Pending => false,
-            };
-            match (up_done, down_done) {
-                (true, true) => Poll::Ready(Step::Done(CloseReason::Closed)),
-                (true, false) | (false, true) if !half_closed => Poll::Ready(Step::HalfClosed),
-                _ => Poll::Pending,
-            }
-        });
-        tokio::select! {
-            step = step => match step {
-                Step::Done(reason) => break reason,
-                Step::HalfClosed => {
-                    half_closed = true;
-                    activity.touch();
-                }
-            },
-            () = idle_expired(limit, started, &last_activity_ms) => break on_expiry,
-            () = cancel.cancelled() => break CloseReason::Drain,
-        }
-    };
+        let mut up = OneWay::new(counters.client_to_upstream.clone());
+        let mut down = OneWay::new(counters.upstream_to_client.clone());
+        let mut half_closed = false;
 
-    if !matches!(outcome, CloseReason::Closed | CloseReason::ClientError(_)) {
-        // Tell the client we are done (close_notify and a FIN) rather than vanish, then read
-        // what it still sends until its end: Linux answers a close with unread bytes in the
-        // receive buffer (or bytes arriving after it) with a TCP reset, which the client sees
-        // as a failure instead of a clean end (the drain deadline, an app that exited).
-        // Bounded, best effort; boxed like the idle timer: only a closing connection needs it.
-        Box::pin(canned::goodbye(client, &[], Close::Lingering)).await;
+        let outcome = loop {
+            // Which limit runs: a bool, not the close reason, is what waits with the copy.
+            let (limit, half_close_limit) = match (half_closed, timeouts.idle) {
+                (true, Some(idle)) if idle <= timeouts.half_close => (Some(idle), false),
+                (true, _) => (Some(timeouts.half_close), true),
+                (false, idle) => (idle, false),
+            };
+            let step = poll_fn(|cx| {
+                let up_done = match up.poll(cx, &mut *client, &mut *upstream, || activity.touch()) {
+                    Poll::Ready(Ok(())) => true,
+                    Poll::Ready(Err(fault)) => {
+                        return Poll::Ready(Step::Done(fault.blame(Side::Client)));
+                    }
+                    Poll::Pending => false,
+                };
+                let down_done =
+                    match down.poll(cx, &mut *upstream, &mut *client, || activity.touch()) {
+                        Poll::Ready(Ok(())) => true,
+                        Poll::Ready(Err(fault)) => {
+                            return Poll::Ready(Step::Done(fault.blame(Side::Upstream)));
+                        }
+                        Poll::Pending => false,
+                    };
+                match (up_done, down_done) {
+                    (true, true) => Poll::Ready(Step::Done(CloseReason::Closed)),
+                    (true, false) | (false, true) if !half_closed => Poll::Ready(Step::HalfClosed),
+                    _ => Poll::Pending,
+                }
+            });
+            tokio::select! {
+                step = step => match step {
+                    Step::Done(reason) => break reason,
+                    Step::HalfClosed => {
+                        half_closed = true;
+                        activity.touch();
+                    }
+                },
+                () = idle_expired(limit, &activity) => break if half_close_limit {
+                    CloseReason::HalfCloseTimeout
+                } else {
+                    CloseReason::IdleTimeout
+                },
+                () = cancel.cancelled() => break CloseReason::Drain,
+            }
+        };
+
+        if !matches!(outcome, CloseReason::Closed | CloseReason::ClientError(_)) {
+            // Tell the client we are done (close_notify and a FIN) rather than vanish, then read
+            // what it still sends until its end: Linux answers a close with unread bytes in the
+            // receive buffer (or bytes arriving after it) with a TCP reset, which the client sees
+            // as a failure instead of a clean end (the drain deadline, an app that exited).
+            // Bounded, best effort; boxed like the idle timer: only a closing connection needs it.
+            Box::pin(canned::goodbye(client, &[], Close::Lingering)).await;
+        }
+        (outcome, up.total, down.total)
     }
-    (outcome, up.total, down.total)
 }
 
 /// The side a direction reads from.
@@ -186,16 +194,17 @@ impl Fault {
 
 /// Resolves once no byte has moved for `idle`; never when `idle` is `None`. The timer is on
 /// the heap, and only when there is one: a connection without a limit keeps no room for it.
-async fn idle_expired(idle: Option<Duration>, started: Instant, last_ms: &AtomicU64) {
+async fn idle_expired(idle: Option<Duration>, activity: &Activity) {
     match idle {
         None => std::future::pending().await,
-        Some(idle) => Box::pin(idle_timer(idle, started, last_ms)).await,
+        Some(idle) => Box::pin(idle_timer(idle, activity)).await,
     }
 }
 
-async fn idle_timer(idle: Duration, started: Instant, last_ms: &AtomicU64) {
+async fn idle_timer(idle: Duration, activity: &Activity) {
     loop {
-        let deadline = started + Duration::from_millis(last_ms.load(Ordering::Relaxed)) + idle;
+        let last = Duration::from_millis(activity.last_ms.load(Ordering::Relaxed));
+        let deadline = activity.started + last + idle;
         if deadline <= Instant::now() {
             return;
         }
@@ -204,12 +213,12 @@ async fn idle_timer(idle: Duration, started: Instant, last_ms: &AtomicU64) {
 }
 
 /// When the connection last moved a byte, in milliseconds since it started.
-struct Activity<'a> {
+struct Activity {
     started: Instant,
-    last_ms: &'a AtomicU64,
+    last_ms: AtomicU64,
 }
 
-impl Activity<'_> {
+impl Activity {
     fn touch(&self) {
         let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
