@@ -9,16 +9,22 @@ use prometheus_client::registry::Registry;
 mod connection;
 mod injector;
 mod tickets;
+mod websocket;
 
 use crate::forward::{CloseReason, ConnectError, HeadFailure, Refusal};
+use crate::proxy::proxy_header::HeaderError;
 use crate::tls::HandshakeError;
 
 pub use connection::{ConnectionMetrics, Negotiated};
 pub use injector::{Decision, InjectorMetrics};
 pub use tickets::TicketMetrics;
+pub use websocket::{CloseCode, WebSocketMetrics};
 
-/// The `reason` of `connections_refused_total` when `--max-connections` are open (the only one).
+/// The `reason` of `connections_refused_total` when `--max-connections` are open.
 pub const REFUSED_AT_LIMIT: &str = "limit";
+/// The `reason` of `connections_refused_total` when a client holds `--max-connections-per-ip`.
+/// The PROXY header's refusals have theirs in [`HeaderError::REASONS`].
+pub const REFUSED_PER_IP: &str = "per_ip_limit";
 
 /// A label set with one `reason` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -128,7 +134,8 @@ pub struct Metrics {
     pub connections_open: Gauge,
     /// Client connections accepted.
     pub connections: Counter,
-    /// Client connections refused before the handshake, by reason (`limit`).
+    /// Client connections refused before the handshake, by reason (`limit`, `per_ip_limit`,
+    /// and the PROXY header's refusals).
     pub connections_refused: Family<Reason, Counter>,
     /// Failed TLS handshakes by reason (`timeout`, `not_tls`, `eof`, `tls`, `client_cert`).
     pub handshake_failures: Family<Reason, Counter>,
@@ -158,6 +165,8 @@ pub struct Metrics {
     pub injector: InjectorMetrics,
     /// TLS 1.3 session tickets and their keys (`--ticket-keys`).
     pub tickets: TicketMetrics,
+    /// WebSocket close codes and the drain's close rate.
+    pub websocket: WebSocketMetrics,
 }
 
 impl Metrics {
@@ -216,7 +225,8 @@ impl Metrics {
             "cert_last_reload_success_timestamp_seconds",
             "When each source last published a certificate, in seconds since the epoch",
         );
-        zeroed(&connections_refused, &[REFUSED_AT_LIMIT]);
+        zeroed(&connections_refused, &[REFUSED_AT_LIMIT, REFUSED_PER_IP]);
+        zeroed(&connections_refused, &HeaderError::REASONS);
         zeroed(&handshake_failures, &HandshakeError::FAILURE_REASONS);
         zeroed(&upstream_connect_failures, &ConnectError::REASONS);
         zeroed(&connections_closed, &CloseReason::REASONS);
@@ -226,8 +236,10 @@ impl Metrics {
         let connection = ConnectionMetrics::register(&mut registry);
         let injector = InjectorMetrics::register(&mut registry);
         let tickets = TicketMetrics::register(&mut registry);
+        let websocket = WebSocketMetrics::register(&mut registry);
         Self {
             registry,
+            websocket,
             tickets,
             acme,
             connection,
@@ -314,6 +326,9 @@ mod tests {
             "wss_sidecar_handshake_failures_total{reason=\"acme_no_challenge\"} 0",
             "wss_sidecar_upstream_connect_failures_total{reason=\"dns\"} 0",
             "wss_sidecar_connections_refused_total{reason=\"limit\"} 0",
+            "wss_sidecar_connections_refused_total{reason=\"per_ip_limit\"} 0",
+            "wss_sidecar_connections_refused_total{reason=\"proxy_untrusted\"} 0",
+            "wss_sidecar_connections_refused_total{reason=\"proxy_malformed\"} 0",
             "wss_sidecar_connections_rejected_total{reason=\"not_allowed\"} 0",
             "wss_sidecar_connections_rejected_total{reason=\"head_io\"} 0",
             "wss_sidecar_connections_closed_total{reason=\"upstream_error\"} 0",

@@ -86,7 +86,7 @@ pub struct ClientArgs {
     pub allow_cn: Vec<String>,
 }
 
-fn parse_net(value: &str) -> Result<IpNet, String> {
+pub(super) fn parse_net(value: &str) -> Result<IpNet, String> {
     value
         .parse::<IpNet>()
         .or_else(|_| value.parse::<std::net::IpAddr>().map(IpNet::from))

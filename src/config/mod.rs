@@ -6,10 +6,13 @@
 mod acme;
 mod cli;
 mod client;
+mod inbound;
 mod injector;
+mod keepalive;
 mod lame_duck;
 mod parse;
 mod proxy;
+mod websocket;
 
 pub use acme::{AcmeArgs, LETSENCRYPT, LETSENCRYPT_STAGING};
 pub use cli::{Cli, Command, DemoArgs, EchoArgs, LameDuckArgs, LogArgs};

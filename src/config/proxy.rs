@@ -10,7 +10,9 @@ use super::ConfigError;
 use super::acme::AcmeArgs;
 use super::cli::LogArgs;
 use super::client::ClientArgs;
+use super::keepalive::KeepaliveArgs;
 use super::parse::{parse_duration, parse_optional_duration};
+use super::websocket::WebSocketArgs;
 use crate::forward::Upstream;
 use crate::k8s::ObjectRef;
 use crate::proxy::ProxyConfig;
@@ -120,6 +122,15 @@ pub struct ProxyArgs {
     /// Who the client is: PROXY protocol, forwarded headers, client certificates.
     #[command(flatten)]
     pub client: ClientArgs,
+    /// Closing and pinging WebSockets: drain spread, maximum age, Pings.
+    #[command(flatten)]
+    pub websocket: WebSocketArgs,
+    /// TCP keepalive and user timeout on client sockets.
+    #[command(flatten)]
+    pub keepalive: KeepaliveArgs,
+    /// Before TLS: the client's address from a load balancer's PROXY header, per-client limits.
+    #[command(flatten)]
+    pub inbound: super::inbound::InboundArgs,
 
     /// Logging.
     #[command(flatten)]
@@ -130,7 +141,7 @@ pub struct ProxyArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OptionalDuration(pub Option<Duration>);
 
-fn parse_off_or_duration(value: &str) -> Result<OptionalDuration, String> {
+pub(super) fn parse_off_or_duration(value: &str) -> Result<OptionalDuration, String> {
     parse_optional_duration(value).map(OptionalDuration)
 }
 
@@ -210,6 +221,9 @@ impl ProxyArgs {
             lame_duck: self.lame_duck,
             tickets,
             client: self.client.into_config()?,
+            websocket: self.websocket.into_config(self.drain_timeout)?,
+            keepalive: self.keepalive.into_config()?,
+            inbound: self.inbound.into_config()?,
         })
     }
 }

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::one_way::{Fault, OneWay};
+use super::watch::{Dir, Raw, Watch};
 use crate::http::canned::{self, Close};
 
 /// Byte counters for the two directions.
@@ -42,18 +43,32 @@ pub enum CloseReason {
     ClientError(io::Error),
     /// Reading from or writing to the upstream failed.
     UpstreamError(io::Error),
+    /// The drain closed this WebSocket with a Close frame (`--drain-close-spread`), or a
+    /// connection that never upgraded between two requests.
+    DrainCloseFrame,
+    /// `--max-connection-age` passed: closed the same way.
+    MaxAge,
+    /// The client answered none of our Pings for `--ws-ping-timeout`.
+    PingTimeout,
+    /// The kernel gave up on the client: keepalive probes or data unacknowledged for
+    /// `--tcp-user-timeout` (a vanished client: sleeping laptop, lost NAT state).
+    Keepalive,
 }
 
 impl CloseReason {
     /// Every word [`reason`](Self::reason) gives: the metric's series are created at zero
     /// from these.
-    pub const REASONS: [&'static str; 6] = [
+    pub const REASONS: [&'static str; 10] = [
         "closed",
         "idle_timeout",
         "half_close_timeout",
         "drain",
         "client_error",
         "upstream_error",
+        "drain_close_frame",
+        "max_age",
+        "ping_timeout",
+        "keepalive",
     ];
 
     /// A short word for the `connections_closed_total{reason}` metric.
@@ -65,6 +80,10 @@ impl CloseReason {
             CloseReason::Drain => Self::REASONS[3],
             CloseReason::ClientError(_) => Self::REASONS[4],
             CloseReason::UpstreamError(_) => Self::REASONS[5],
+            CloseReason::DrainCloseFrame => Self::REASONS[6],
+            CloseReason::MaxAge => Self::REASONS[7],
+            CloseReason::PingTimeout => Self::REASONS[8],
+            CloseReason::Keepalive => Self::REASONS[9],
         }
     }
 }
@@ -89,10 +108,6 @@ enum Step {
 
 /// Forwards between `client` and `upstream` until both directions end, an error occurs, a
 /// timeout passes, or `cancel` fires. Returns the bytes moved each way.
-///
-/// Not an `async fn`, for the reason `proxy::connection::serve` gives: its arguments would be
-/// held twice by every connection's task.
-#[allow(clippy::manual_async_fn)] // on purpose: see above
 pub fn forward<'a, C, U>(
     client: &'a mut C,
     upstream: &'a mut U,
@@ -103,6 +118,27 @@ pub fn forward<'a, C, U>(
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
+{
+    forward_watched(client, upstream, counters, timeouts, cancel, Raw)
+}
+
+/// [`forward`], with `watch` seeing the bytes as they pass.
+///
+/// Not an `async fn`, for the reason `proxy::connection::serve` gives: its arguments would be
+/// held twice by every connection's task.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub fn forward_watched<'a, C, U, H>(
+    client: &'a mut C,
+    upstream: &'a mut U,
+    counters: &'a Counters,
+    timeouts: Timeouts,
+    cancel: &'a CancellationToken,
+    mut watch: H,
+) -> impl Future<Output = (CloseReason, u64, u64)> + 'a
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+    H: Watch + 'a,
 {
     async move {
         let activity = Activity {
@@ -121,21 +157,47 @@ where
                 (false, idle) => (idle, false),
             };
             let step = poll_fn(|cx| {
-                let up_done = match up.poll(cx, &mut *client, &mut *upstream, || activity.touch()) {
+                if let Poll::Ready(reason) = watch.poll_timers(cx) {
+                    return Poll::Ready(Step::Done(reason));
+                }
+                let touch = || activity.touch();
+                let up_done = match up.poll(
+                    cx,
+                    &mut *client,
+                    &mut *upstream,
+                    &mut watch,
+                    Dir::ClientToApp,
+                    touch,
+                ) {
                     Poll::Ready(Ok(())) => true,
                     Poll::Ready(Err(fault)) => {
                         return Poll::Ready(Step::Done(fault.blame(Side::Client)));
                     }
                     Poll::Pending => false,
                 };
-                let down_done =
-                    match down.poll(cx, &mut *upstream, &mut *client, || activity.touch()) {
-                        Poll::Ready(Ok(())) => true,
-                        Poll::Ready(Err(fault)) => {
-                            return Poll::Ready(Step::Done(fault.blame(Side::Upstream)));
-                        }
-                        Poll::Pending => false,
-                    };
+                let down_done = match down.poll(
+                    cx,
+                    &mut *upstream,
+                    &mut *client,
+                    &mut watch,
+                    Dir::AppToClient,
+                    touch,
+                ) {
+                    Poll::Ready(Ok(())) => true,
+                    Poll::Ready(Err(fault)) => {
+                        return Poll::Ready(Step::Done(fault.blame(Side::Upstream)));
+                    }
+                    Poll::Pending => false,
+                };
+                if let Some(reason) = watch.finished()
+                    && !up.has_pending()
+                    && !down.has_pending()
+                {
+                    return Poll::Ready(Step::Done(reason));
+                }
+                if watch.wants_repoll() {
+                    cx.waker().wake_by_ref();
+                }
                 match (up_done, down_done) {
                     (true, true) => Poll::Ready(Step::Done(CloseReason::Closed)),
                     (true, false) | (false, true) if !half_closed => Poll::Ready(Step::HalfClosed),
@@ -159,7 +221,16 @@ where
             }
         };
 
-        if !matches!(outcome, CloseReason::Closed | CloseReason::ClientError(_)) {
+        let outcome = watch.outcome(outcome);
+        if !matches!(
+            outcome,
+            CloseReason::Closed
+                | CloseReason::ClientError(_)
+                | CloseReason::Keepalive
+                | CloseReason::PingTimeout
+        ) {
+            // (A client that stopped answering Pings or keepalive probes would not read our
+            // goodbye: lingering on it only holds the socket.)
             // Tell the client we are done (close_notify and a FIN) rather than vanish, then read
             // what it still sends until its end: Linux answers a close with unread bytes in the
             // receive buffer (or bytes arriving after it) with a TCP reset, which the client sees
@@ -182,6 +253,13 @@ impl Fault {
     /// that side's, a write fault the other side's.
     fn blame(self, reader: Side) -> CloseReason {
         match (self, reader) {
+            // ETIMEDOUT on the client's socket: only the kernel's keepalive or user timeout
+            // gives that (net/ipv4/tcp_timer.c, tcp_write_err with sk_err_soft or ETIMEDOUT).
+            // When an ICMP error arrived first, the soft error it left is what is reported:
+            // EHOSTUNREACH or ENETUNREACH (net/ipv4/tcp_ipv4.c, tcp_v4_err).
+            (Fault::Read(e), Side::Client) | (Fault::Write(e), Side::Upstream) if given_up(&e) => {
+                CloseReason::Keepalive
+            }
             (Fault::Read(e), Side::Client) | (Fault::Write(e), Side::Upstream) => {
                 CloseReason::ClientError(e)
             }
@@ -190,6 +268,16 @@ impl Fault {
             }
         }
     }
+}
+
+/// The kernel gave up on the client: its keepalive probes or user timeout ran out.
+fn given_up(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+    )
 }
 
 /// Resolves once no byte has moved for `idle`; never when `idle` is `None`. The timer is on

@@ -73,6 +73,23 @@ impl Refusal {
     }
 }
 
+/// What goes upstream before the client's own bytes.
+#[derive(Debug)]
+pub struct Prepared {
+    /// A PROXY header and/or the rewritten first request head.
+    pub bytes: Vec<u8>,
+    /// Where the request head starts in `bytes` (after a PROXY header); `bytes.len()` when
+    /// there is none.
+    pub head_at: usize,
+}
+
+impl Prepared {
+    /// The request head sent, if any.
+    pub fn head(&self) -> &[u8] {
+        self.bytes.get(self.head_at..).unwrap_or_default()
+    }
+}
+
 /// The per-proxy settings, from [`ClientConfig`].
 #[derive(Debug, Default)]
 pub struct Preamble {
@@ -108,7 +125,7 @@ impl Preamble {
         &self,
         client: &mut TlsStream<TcpStream>,
         peer: SocketAddr,
-    ) -> Result<Option<Vec<u8>>, Refusal> {
+    ) -> Result<Option<Prepared>, Refusal> {
         let identity = self
             .mtls
             .then(|| client.tls().peer_certificates())
@@ -138,6 +155,7 @@ impl Preamble {
             };
             out = proxy_protocol::header(version, peer, local, &tls_facts);
         }
+        let head_at = out.len();
         if let Some(forwarded) = &self.forwarded {
             let cert = identity
                 .as_ref()
@@ -163,6 +181,9 @@ impl Preamble {
                 out.extend_from_slice(&head);
             }
         }
-        Ok((!out.is_empty()).then_some(out))
+        Ok((!out.is_empty()).then_some(Prepared {
+            bytes: out,
+            head_at,
+        }))
     }
 }

@@ -3,12 +3,16 @@
 //! [`crate::config`] builds it from the flags.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::acme::{AcmeConfig, StoreLocation};
+use crate::forward::websocket::Settings as WebSocketSettings;
 use crate::forward::{ClientConfig, Upstream};
 use crate::k8s::ObjectRef;
+use crate::proxy::keepalive::Keepalive;
+use crate::proxy::proxy_header::InboundProxy;
 use crate::tls::tickets::TicketsConfig;
 
 /// Everything `wss-sidecar proxy` needs, validated.
@@ -54,6 +58,22 @@ pub struct ProxyConfig {
     pub tickets: TicketsConfig,
     /// Who the client is and what the upstream is told about it.
     pub client: ClientConfig,
+    /// The closes and Pings the sidecar sends WebSockets on its own.
+    pub websocket: WebSocketSettings,
+    /// TCP keepalive and user timeout on client sockets.
+    pub keepalive: Keepalive,
+    /// The client's address from a load balancer's PROXY header, and per-client limits.
+    pub inbound: InboundConfig,
+}
+
+/// What arrives before the TLS handshake: who the client is behind a load balancer, and how
+/// many connections each client may hold. Both off by default.
+#[derive(Debug, Clone, Default)]
+pub struct InboundConfig {
+    /// `--accept-proxy-protocol` with `--trust-proxy-from`; `None`: the TCP peer is the client.
+    pub proxy: Option<InboundProxy>,
+    /// `--max-connections-per-ip`; `None`: no limit but `--max-connections`.
+    pub max_per_ip: Option<NonZeroU32>,
 }
 
 impl ProxyConfig {

@@ -1,4 +1,5 @@
-//! One client connection: TLS handshake, upstream connect, forwarding, accounting.
+//! One client connection: the PROXY header and per-client limit when on, TLS handshake,
+//! upstream connect, forwarding, accounting.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,9 +13,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::keepalive::Keepalive;
+use super::per_ip::{PerIp, PerIpGuard};
+use super::proxy_header::{Announced, InboundProxy};
+use crate::forward::websocket::{Follow, WebSockets};
 use crate::forward::{self, CloseReason, Counters, Preamble, Timeouts, Upstream};
 use crate::http::canned::{self, Close};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, REFUSED_PER_IP};
 use crate::tls;
 
 /// What a client is told when the app cannot be reached (answered 502, as NGINX would, so a
@@ -42,6 +47,15 @@ pub struct ConnectionContext {
     pub alpn_challenges: Option<Arc<dyn tls::AlpnChallenges>>,
     /// The allow-list, PROXY header and forwarded headers (`Preamble::is_off` when unused).
     pub preamble: Preamble,
+    /// TCP keepalive and user timeout on client sockets.
+    pub keepalive: Keepalive,
+    /// The closes and Pings the sidecar sends on its own; `None` when all are off (the data
+    /// path then copies bytes without looking at them).
+    pub websockets: Option<WebSockets>,
+    /// `--accept-proxy-protocol`: the header read before the handshake; `None` when off.
+    pub inbound_proxy: Option<InboundProxy>,
+    /// `--max-connections-per-ip`: live connections per client; `None` when off.
+    pub per_ip: Option<PerIp>,
 }
 
 /// Decrements the open-connections gauge however the task ends.
@@ -58,10 +72,13 @@ impl Drop for OpenGuard {
 /// Not an `async fn`: that copies its arguments into locals and keeps both slots in the task
 /// for the connection's whole life (80 bytes); an `async move` block uses the captured values
 /// in place.
+///
+/// `peer` is the TCP peer until a PROXY header names the client; from then on it is that
+/// client, for every log line, metric and header.
 #[allow(clippy::manual_async_fn)] // on purpose: see above
 pub fn serve(
     tcp: TcpStream,
-    peer: SocketAddr,
+    mut peer: SocketAddr,
     ctx: Arc<ConnectionContext>,
     cancel: CancellationToken,
 ) -> impl Future<Output = ()> + Send {
@@ -71,6 +88,7 @@ pub fn serve(
         let _open = OpenGuard(ctx.metrics.connections_open.clone());
         // Small WebSocket frames must not wait for Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
+        ctx.keepalive.apply(&tcp);
         let started = Instant::now();
 
         // Every byte of this task's state is held by every idle connection, so: the handshake
@@ -78,23 +96,41 @@ pub fn serve(
         // heap only while it runs; and its result is matched in place, not bound to a name first,
         // which would keep a second slot for the TLS stream for the connection's whole life
         // (rustc does not reuse a moved-from local's space). The task: 4.5 KB -> 2.1 KB.
-        let (mut client, mut upstream) = match tokio::select! {
-            opened = Box::pin(open(tcp, peer, &ctx, started)) => opened,
+        // The per-client place is held (`_per_ip`) until the connection ends.
+        let (mut client, mut upstream, follow, _per_ip) = match tokio::select! {
+            opened = Box::pin(open(tcp, &mut peer, &ctx, started)) => opened,
             () = cancel.cancelled() => None,
         } {
-            Some(pair) => pair,
+            Some(opened) => opened,
             None => return,
         };
         let handshake_ms = millis(started.elapsed());
 
-        let (reason, up, down) = forward::forward(
-            &mut client,
-            &mut upstream,
-            &ctx.counters,
-            ctx.timeouts,
-            &cancel,
-        )
-        .await;
+        let (client_ref, upstream_ref) = (&mut client, &mut upstream);
+        let (reason, up, down) = match follow {
+            None => {
+                forward::forward(
+                    client_ref,
+                    upstream_ref,
+                    &ctx.counters,
+                    ctx.timeouts,
+                    &cancel,
+                )
+                .await
+            }
+            // Boxed: only followed connections carry the watch's state.
+            Some(follow) => {
+                Box::pin(forward::forward_watched(
+                    client_ref,
+                    upstream_ref,
+                    &ctx.counters,
+                    ctx.timeouts,
+                    &cancel,
+                    follow,
+                ))
+                .await
+            }
+        };
         Metrics::count(&ctx.metrics.connections_closed, reason.reason());
         ctx.metrics
             .connection
@@ -125,16 +161,50 @@ fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Handshake, then connect upstream. `None` when the connection ended on the way (already
-/// counted and logged).
-async fn open(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    ctx: &ConnectionContext,
+/// The PROXY header and the per-client limit when on, handshake, then connect upstream; with
+/// the frames followed, the watch that follows them; with the per-client limit, the
+/// connection's place in it. `None` when the connection ended on the way (already counted and
+/// logged). Sets `peer` to the client a PROXY header names.
+async fn open<'a>(
+    mut tcp: TcpStream,
+    peer: &mut SocketAddr,
+    ctx: &'a ConnectionContext,
     started: Instant,
-) -> Option<(tls::TlsStream<TcpStream>, forward::UpstreamStream)> {
+) -> Option<(
+    tls::TlsStream<TcpStream>,
+    forward::UpstreamStream,
+    Option<Follow<'a>>,
+    Option<Box<PerIpGuard<'a>>>,
+)> {
     let metrics = &ctx.metrics;
+    // The PROXY header shares the handshake's deadline: a peer that sends neither in time
+    // holds its slot no longer than one that stalls in TLS.
     let deadline = started + ctx.handshake_timeout;
+    if let Some(inbound) = &ctx.inbound_proxy {
+        match inbound.read(&mut tcp, *peer, deadline).await {
+            Ok(Announced::Client(client)) => *peer = client,
+            Ok(Announced::Local) => {}
+            Err(err) => {
+                Metrics::count(&metrics.connections_refused, err.reason());
+                debug!(client.addr = %peer, error = %err, "connection refused: PROXY header");
+                return None;
+            }
+        }
+    }
+    let peer = *peer;
+    let per_ip = match &ctx.per_ip {
+        None => None,
+        // Boxed: every task holds 8 bytes for it (the Option's pointer) rather than 24; the
+        // place itself is on the heap only while the limit is on.
+        Some(table) => match table.acquire(peer.ip()) {
+            Some(place) => Some(Box::new(place)),
+            None => {
+                Metrics::count(&metrics.connections_refused, REFUSED_PER_IP);
+                debug!(client.addr = %peer, "connection refused: --max-connections-per-ip reached");
+                return None;
+            }
+        },
+    };
     let challenges = ctx.alpn_challenges.as_deref();
     let mut client = match tls::accept(tcp, &ctx.tls, challenges, deadline).await {
         Ok(stream) => {
@@ -174,8 +244,9 @@ async fn open(
                 .connection
                 .upstream_connect_duration
                 .observe(connecting.elapsed().as_secs_f64());
-            if let Some(bytes) = preamble {
-                let sent = tokio::time::timeout(ctx.connect_timeout, upstream.write_all(&bytes));
+            if let Some(prepared) = &preamble {
+                let bytes = &prepared.bytes;
+                let sent = tokio::time::timeout(ctx.connect_timeout, upstream.write_all(bytes));
                 if !matches!(sent.await, Ok(Ok(()))) {
                     Metrics::count(&metrics.upstream_connect_failures, "io");
                     warn!(client.addr = %peer, upstream = %ctx.upstream, "cannot send the preamble to the upstream");
@@ -183,7 +254,11 @@ async fn open(
                 }
                 ctx.counters.client_to_upstream.inc_by(bytes.len() as u64);
             }
-            Some((client, upstream))
+            let follow = ctx.websockets.as_ref().map(|ws| {
+                let head = preamble.as_ref().map(forward::Prepared::head);
+                Follow::new(ws, started, head.unwrap_or_default())
+            });
+            Some((client, upstream, follow, per_ip))
         }
         Err(err) => {
             Metrics::count(&metrics.upstream_connect_failures, err.reason());
@@ -224,6 +299,15 @@ mod tests {
             metrics,
             alpn_challenges: None,
             preamble: Preamble::default(),
+            keepalive: Keepalive {
+                idle: None,
+                interval: Duration::from_secs(1),
+                count: 1,
+                user_timeout: None,
+            },
+            websockets: None,
+            inbound_proxy: None,
+            per_ip: None,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tcp = TcpStream::connect(listener.local_addr().unwrap())

@@ -3,12 +3,19 @@
 //!
 //! - `config`: what the proxy is told to do ([`ProxyConfig`]).
 //! - `listener`: the accept loop, bounded by `--max-connections`.
-//! - `connection`: one client: handshake, upstream connect, forwarding, accounting.
+//! - `proxy_header`: the inbound PROXY header of a load balancer (`--accept-proxy-protocol`).
+//! - `per_ip`: live connections per client (`--max-connections-per-ip`).
+//! - `connection`: one client: PROXY header, per-client limit, handshake, upstream connect,
+//!   forwarding, accounting.
+//! - `keepalive`: TCP keepalive and user timeout on client sockets.
 //! - `workers`: the data path's threads, one single-threaded runtime per CPU.
 
 pub(crate) mod config;
 pub(crate) mod connection;
+pub(crate) mod keepalive;
 pub(crate) mod listener;
+pub(crate) mod per_ip;
+pub(crate) mod proxy_header;
 pub(crate) mod workers;
 
 pub use config::ProxyConfig;
@@ -28,6 +35,7 @@ use crate::acme::{
 };
 use crate::certs::{CertStore, DirSource, SecretSource, self_signed};
 use crate::forward::Preamble;
+use crate::forward::websocket::WebSockets;
 use crate::forward::{Counters, Timeouts};
 use crate::http::Readiness;
 use crate::http::admin;
@@ -221,6 +229,10 @@ pub async fn run(
             _ => None,
         },
         preamble: Preamble::new(&config.client),
+        keepalive: config.keepalive,
+        websockets: WebSockets::new(config.websocket.clone(), &metrics),
+        inbound_proxy: config.inbound.proxy.clone(),
+        per_ip: config.inbound.max_per_ip.map(per_ip::PerIp::new),
     });
     let tracker = TaskTracker::new();
     let conn_cancel = CancellationToken::new();
@@ -282,6 +294,9 @@ pub async fn run(
     tracker.close();
     let live = tracker.len();
     info!(connections.live = live, drain_timeout = ?config.drain_timeout, "draining");
+    if let Some(websockets) = &ctx.websockets {
+        websockets.begin_drain();
+    }
     if tokio::time::timeout(config.drain_timeout, tracker.wait())
         .await
         .is_err()

@@ -3,24 +3,17 @@
 //!
 //! # Layout
 //! - here: the test.
-//! - `chromium`: headless Chromium with a throw-away profile, found on PATH.
-//! - `devtools`: the whole DevTools protocol client, over the suite's WebSocket client.
+//! - `support::chromium`: headless Chromium with a throw-away profile, found on PATH.
+//! - `support::devtools`: the whole DevTools protocol client, over the suite's WebSocket client.
 //!
 //! The demo is started as a person would, by `support::process::start_demo`.
 
-mod chromium;
-mod devtools;
-
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+use crate::support::chromium::{Chromium, find_chromium};
 use crate::support::process::start_demo;
-use chromium::{Chromium, find_chromium};
-
-/// Bound on every wait in this test: a process start, a DevTools answer, a page condition.
-/// Everything here takes well under a second on a quiet machine; 20 s absorbs a loaded CI one.
-const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[tokio::test]
 async fn demo_page_echoes_over_wss_in_a_real_browser() {

@@ -131,6 +131,55 @@ async fn bad_client_identity_flags_are_refused() {
 }
 
 #[tokio::test]
+async fn inbound_proxy_and_per_ip_flags_are_refused_when_incomplete_or_bad() {
+    for (args, env, flag) in [
+        // Either of the pair without the other.
+        (
+            &["--accept-proxy-protocol", "v2"][..],
+            &[][..],
+            "--trust-proxy-from",
+        ),
+        (
+            &["--trust-proxy-from", "10.0.0.0/8"],
+            &[],
+            "--trust-proxy-from",
+        ),
+        (
+            &[],
+            &[("WSS_SIDECAR_ACCEPT_PROXY_PROTOCOL", "any")][..],
+            "--trust-proxy-from",
+        ),
+        (
+            &["--accept-proxy-protocol", "v3"],
+            &[],
+            "--accept-proxy-protocol",
+        ),
+        (
+            &[
+                "--accept-proxy-protocol",
+                "v1",
+                "--trust-proxy-from",
+                "the-lb",
+            ],
+            &[],
+            "--trust-proxy-from",
+        ),
+        (
+            &["--max-connections-per-ip", "0"],
+            &[],
+            "--max-connections-per-ip",
+        ),
+        (
+            &["--max-connections-per-ip", "many"],
+            &[],
+            "--max-connections-per-ip",
+        ),
+    ] {
+        assert_refused(args, env, flag).await;
+    }
+}
+
+#[tokio::test]
 async fn the_injector_refuses_bad_configuration_naming_the_flag() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path().to_str().unwrap();

@@ -8,6 +8,8 @@
 //! - `identity`: clients presenting certificates (mTLS), reading what an upstream received.
 //! - `echo`: upstream apps (WebSocket echo over TCP or a unix socket, raw TCP listener).
 //! - `child`: child processes whose output is kept and shown when the test fails.
+//! - `chromium`, `devtools`: headless Chromium and the DevTools protocol client that drives
+//!   its page, for the browser tests.
 //! - `process`: the real binary as a child process (the proxy, or the demo), its logs and
 //!   exit status.
 //! - `pebble`: the Pebble ACME server and its DNS (pebble-challtestsrv) as child processes.
@@ -32,8 +34,10 @@
 pub mod acme;
 pub mod certs;
 pub mod child;
+pub mod chromium;
 pub mod client;
 pub mod cluster;
+pub mod devtools;
 pub mod echo;
 pub mod fake_api;
 mod fake_api_objects;

@@ -9,14 +9,14 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{WebSocketStream, client_async};
 
-use super::STEP_TIMEOUT;
+use super::chromium::STEP_TIMEOUT;
 
 /// Deadline of the waits that run inside the page. Shorter than [`STEP_TIMEOUT`] so the page
 /// reports what it was waiting for (and what it shows) before the DevTools call times out.
 const PAGE_WAIT: Duration = Duration::from_secs(15);
 
 /// A DevTools protocol connection to one target (the browser or a page).
-pub(super) struct DevTools {
+pub struct DevTools {
     ws: WebSocketStream<TcpStream>,
     next_id: u64,
     /// Events received but not yet taken by [`DevTools::wait_event`], oldest first. A test
@@ -26,7 +26,7 @@ pub(super) struct DevTools {
 
 impl DevTools {
     /// Connects to a `ws://HOST:PORT/devtools/...` endpoint.
-    pub(super) async fn connect(url: &str) -> DevTools {
+    pub async fn connect(url: &str) -> DevTools {
         let authority = url
             .strip_prefix("ws://")
             .and_then(|rest| rest.split('/').next())
@@ -46,7 +46,7 @@ impl DevTools {
     }
 
     /// Sends one command and returns its `result`; fails on an error answer or none in time.
-    pub(super) async fn call(&mut self, method: &str, params: Value) -> Value {
+    pub async fn call(&mut self, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let id = self.next_id;
         let request = json!({ "id": id, "method": method, "params": params });
@@ -69,7 +69,7 @@ impl DevTools {
     }
 
     /// Takes the oldest event `method`, waiting for one if none has arrived yet.
-    pub(super) async fn wait_event(&mut self, method: &str) -> Value {
+    pub async fn wait_event(&mut self, method: &str) -> Value {
         let queued = self
             .events
             .iter()
@@ -118,7 +118,7 @@ impl DevTools {
     /// Runs `body` as an async function in the page and returns its value. The body gets
     /// `$(id)` for `document.getElementById` and `await until(what, condition)`, which polls
     /// until `condition()` holds and throws, with what the page shows, after [`PAGE_WAIT`].
-    pub(super) async fn run_in_page(&mut self, body: &str) -> Value {
+    pub async fn run_in_page(&mut self, body: &str) -> Value {
         let expression = format!(
             "(async () => {{
                 const $ = (id) => document.getElementById(id);
@@ -152,7 +152,7 @@ impl DevTools {
 
     /// Clicks the middle of the element with `id` with the mouse, as a person would: it must
     /// be on screen and enabled to work.
-    pub(super) async fn click(&mut self, id: &str) {
+    pub async fn click(&mut self, id: &str) {
         let script = format!(
             "const box = $({id}).getBoundingClientRect();
              return [box.x + box.width / 2, box.y + box.height / 2];",

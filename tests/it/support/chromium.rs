@@ -3,13 +3,17 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::json;
 use tokio::process::Command;
 
-use super::STEP_TIMEOUT;
 use super::devtools::DevTools;
 use crate::support::child::{Process, spawn_collector};
+
+/// Bound on every wait of a browser test: a process start, a DevTools answer, a page
+/// condition. Each takes well under a second on a quiet machine; 20 s absorbs a loaded CI one.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Chromium's flags. Headless as root needs `--no-sandbox`; the `--disable-*` ones keep it
 /// from reaching for the internet (update checks, sync, QUIC probes), which a test machine may
@@ -30,7 +34,7 @@ const CHROMIUM_FLAGS: &[&str] = &[
 
 /// `chromium` on PATH, or a failure saying how to get it: a missing browser must not look like
 /// a pass.
-pub(super) fn find_chromium() -> PathBuf {
+pub fn find_chromium() -> PathBuf {
     std::env::var_os("PATH")
         .and_then(|paths| {
             std::env::split_paths(&paths)
@@ -43,7 +47,7 @@ pub(super) fn find_chromium() -> PathBuf {
 }
 
 /// Headless Chromium with a throw-away profile.
-pub(super) struct Chromium {
+pub struct Chromium {
     process: Process,
     /// The browser-wide DevTools socket, for targets and closing.
     browser: DevTools,
@@ -68,7 +72,7 @@ impl Drop for Chromium {
 
 impl Chromium {
     /// Starts Chromium and connects to the DevTools endpoint it prints on stderr.
-    pub(super) async fn start(path: &Path) -> Chromium {
+    pub async fn start(path: &Path) -> Chromium {
         let profile =
             tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("chromium profile dir");
         let mut child = Command::new(path)
@@ -109,7 +113,7 @@ impl Chromium {
     }
 
     /// Opens a tab and connects to its own DevTools socket.
-    pub(super) async fn open_page(&mut self) -> DevTools {
+    pub async fn open_page(&mut self) -> DevTools {
         let target = self
             .browser
             .call("Target.createTarget", json!({ "url": "about:blank" }))
@@ -122,7 +126,7 @@ impl Chromium {
 
     /// Closes the browser the way its menu would, so it removes its own files before the
     /// profile directory goes; kill_on_drop stays the backstop when a test panics earlier.
-    pub(super) async fn close(mut self, page: DevTools) {
+    pub async fn close(mut self, page: DevTools) {
         drop(page);
         self.browser.call("Browser.close", json!({})).await;
         let exited = tokio::time::timeout(STEP_TIMEOUT, self.process.child.wait()).await;
