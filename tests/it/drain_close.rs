@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
-use crate::support::proxy::Metrics;
+use crate::support::acme::scrape;
 use crate::support::*;
 
 /// Bytes of each fragment of the app's messages, and fragments per message.
@@ -278,8 +278,39 @@ async fn sigterm_spreads_one_close_frame_per_websocket_over_the_window() {
     // Let the talking connections carry a few messages before the drain.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
+    assert_eq!(
+        scrape(s.sidecar.admin)
+            .await
+            .value("wss_sidecar_drain_close_rate", &[]),
+        0.0
+    );
+
     let term = Instant::now();
     s.sidecar.signal("TERM");
+    // While it drains (the admin port stays up until the process exits): the planned pace.
+    wait_until(
+        "the drain shows its pace",
+        Duration::from_secs(10),
+        || async {
+            let m = scrape(s.sidecar.admin).await;
+            m.value("wss_sidecar_drain_close_rate", &[]) == CLIENTS as f64 / SPREAD as f64
+                && m.value("wss_sidecar_drain_close_planned", &[]) == CLIENTS as f64
+        },
+    )
+    .await;
+    // Each client answers our Close with its code: counted as seen from the client.
+    wait_until(
+        "the clients' answering Closes are counted",
+        Duration::from_secs(30),
+        || async {
+            let code = [("from", "client"), ("code", "1012")];
+            scrape(s.sidecar.admin)
+                .await
+                .value("wss_sidecar_websocket_close_codes_total", &code)
+                >= CLIENTS as f64 / 2.0
+        },
+    )
+    .await;
     let mut views = Vec::with_capacity(CLIENTS);
     while let Some(view) = watching.join_next().await {
         views.push(view.unwrap());
@@ -419,16 +450,12 @@ async fn pings_close_a_silent_client_and_their_pongs_never_reach_the_app() {
         .await
         .unwrap();
     let silent_since = Instant::now();
-    let metrics_addr = s.sidecar.admin;
+    let admin = s.sidecar.admin;
     let ping_timeouts = || async move {
-        let body = http_get(metrics_addr, "/metrics")
+        let reason = [("reason", "ping_timeout")];
+        scrape(admin)
             .await
-            .map(|(_, b)| b)
-            .unwrap_or_default();
-        Metrics::parse(&body).value(
-            "wss_sidecar_connections_closed_total",
-            &[("reason", "ping_timeout")],
-        )
+            .value("wss_sidecar_connections_closed_total", &reason)
     };
     // The live client's own app Ping comes back as a Pong to the app; ours never do.
     assert_echo(&mut live, Message::text("hello")).await;
